@@ -1,0 +1,76 @@
+"""DCGAN (Radford et al. 2016) with the structure of pytorch/examples' `dcgan`.
+
+At the defaults (64x64x3, nz=100, ngf=ndf=64) G has 3,576,704 parameters and D
+2,765,568, as in PyTorch. D returns one logit per image (no sigmoid): the losses
+use the numerically stable log-sigmoid forms. Other resolutions (any power of
+two >= 8) add or drop stride-2 stages, keeping widths ngf * 2^k / ndf * 2^k.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxgan.models.layers import Project, Upsample2x, dcgan_kernel_init, dcgan_scale_init
+
+
+def num_stages(image_size: int) -> int:
+  """Number of stride-2 stages between 4x4 and `image_size`."""
+  if image_size < 8 or image_size & (image_size - 1):
+    raise ValueError(f"DCGAN image_size must be a power of two >= 8, got {image_size}")
+  return int(math.log2(image_size)) - 2
+
+
+def _batch_norm(train: bool, axis_name: str | None, dtype) -> nn.BatchNorm:
+  # PyTorch BatchNorm2d defaults: momentum 0.1 (flax: 0.9), eps 1e-5.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      scale_init=dcgan_scale_init, axis_name=axis_name, dtype=dtype)
+
+
+class DCGANGenerator(nn.Module):
+  """z [B, nz] -> images [B, image_size, image_size, channels] in [-1, 1].
+
+  `axis_name`: when set (the train step sets it under pmap), BatchNorm statistics
+  are computed over the whole global batch across that axis.
+  """
+  image_size: int = 64
+  channels: int = 3
+  ngf: int = 64
+  upsample: str = "subpixel"
+  axis_name: str | None = None
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, z, train: bool = True):
+    n = num_stages(self.image_size)
+    x = Project(self.ngf * 2 ** (n - 1), dtype=self.dtype)(z)
+    x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+    for k in reversed(range(n - 1)):
+      x = Upsample2x(self.ngf * 2 ** k, impl=self.upsample, dtype=self.dtype)(x)
+      x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+    x = Upsample2x(self.channels, impl=self.upsample, dtype=self.dtype)(x)
+    return jnp.tanh(x).astype(jnp.float32)
+
+
+class DCGANDiscriminator(nn.Module):
+  """images [B, image_size, image_size, channels] -> logits [B]."""
+  image_size: int = 64
+  channels: int = 3
+  ndf: int = 64
+  axis_name: str | None = None
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    n = num_stages(self.image_size)
+    for k in range(n):
+      x = nn.Conv(self.ndf * 2 ** k, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                  use_bias=False, kernel_init=dcgan_kernel_init, dtype=self.dtype)(x)
+      if k > 0:  # no BatchNorm on the first layer
+        x = _batch_norm(train, self.axis_name, self.dtype)(x)
+      x = nn.leaky_relu(x, 0.2)
+    x = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=dcgan_kernel_init,
+                dtype=self.dtype)(x)
+    return x.reshape(x.shape[0]).astype(jnp.float32)

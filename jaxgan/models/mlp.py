@@ -1,0 +1,40 @@
+"""Multi-layer perceptrons for low-dimensional data (2-D Gaussian mixtures and the like)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+class MLPGenerator(nn.Module):
+  """z [B, nz] -> samples [B, *data_shape]; hidden layers ReLU (optionally BatchNorm first)."""
+  data_shape: Sequence[int] = (2,)
+  hidden_dims: Sequence[int] = (128, 128, 128)
+  batch_norm: bool = False
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, z, train: bool = True):
+    x = z
+    for width in self.hidden_dims:
+      x = nn.Dense(width, use_bias=not self.batch_norm)(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x)
+      x = nn.relu(x)
+    x = nn.Dense(int(np.prod(self.data_shape)))(x)
+    return x.reshape(x.shape[0], *self.data_shape)
+
+
+class MLPDiscriminator(nn.Module):
+  """samples [B, ...] -> logits [B]; hidden layers LeakyReLU(0.2)."""
+  hidden_dims: Sequence[int] = (128, 128, 128)
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = x.reshape(x.shape[0], -1)
+    for width in self.hidden_dims:
+      x = nn.leaky_relu(nn.Dense(width)(x), 0.2)
+    return nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
