@@ -1,0 +1,93 @@
+"""orbax checkpoints of a GANState, with the run's metadata (config, data position).
+
+Layout: `<directory>/<step>/state` (the whole GANState pytree) and
+`<directory>/<step>/meta` (JSON: step, data_position, config). Saves are
+asynchronous; the newest `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxgan.train import GANState
+
+log = logging.getLogger(__name__)
+
+GENERATOR_FIELDS = ("g_params", "g_batch_stats", "g_ema_params")
+
+
+class Checkpointer:
+  """Saves and restores GANStates under one directory."""
+
+  def __init__(self, directory: str | pathlib.Path, keep: int = 3, asynchronous: bool = True,
+               read_only: bool = False):
+    self.directory = pathlib.Path(directory).expanduser().resolve()
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
+                                             create=not read_only,
+                                             read_only=read_only,
+                                             enable_async_checkpointing=asynchronous))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: GANState, meta: dict[str, Any]) -> None:
+    """Starts saving `state` at `step` (returns before the write ends; see `wait`)."""
+    self.manager.save(int(step), args=ocp.args.Composite(
+        state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave({"step": int(step), **meta})),
+        force=True)
+
+  def restore(self, target: GANState, step: int | None = None) -> tuple[GANState, dict] | None:
+    """Restores the checkpoint at `step` (default: the newest readable one) into `target`'s structure.
+
+    A checkpoint that cannot be read (partial or damaged files) is reported and
+    skipped in favour of the next older one. Returns None when there is none.
+    """
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    for s in steps:
+      try:
+        out = self.manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args),
+            meta=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001 - any damage means: try the previous one
+        if step is not None:
+          raise
+        log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one", s,
+                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        continue
+      return out["state"], dict(out["meta"])
+    return None
+
+  def restore_meta(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                ["meta"])
+
+  def restore_generator(self, step: int | None = None) -> dict[str, Any]:
+    """Just G's parameters, BatchNorm statistics and EMA (no optimizer state), as NumPy arrays."""
+    step = self.latest_step() if step is None else step
+    tree = self.manager.item_metadata(step)["state"]
+    tree = getattr(tree, "tree", tree)
+    item = {k: tree[k] for k in GENERATOR_FIELDS if k in tree}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True)))
+    return dict(out["state"])
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

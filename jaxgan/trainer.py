@@ -1,0 +1,274 @@
+"""The training program behind `python -m experiments.celeba`: config -> a trained, checkpointed GAN.
+
+`train(config, workdir)` validates the config, builds the input pipeline and
+the state, resumes from the newest checkpoint in `workdir/checkpoints` if
+there is one, and trains to `config.num_steps`, leaving in `workdir`:
+`checkpoints/<step>/`, `samples/step_<step>.png` (8x8 grids of one fixed noise
+batch), `metrics.jsonl`, `tensorboard/` and `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxgan import input_pipeline, losses, models, summary
+from jaxgan.checkpointing import Checkpointer
+from jaxgan.errors import ConfigError
+from jaxgan.models.layers import UPSAMPLE_IMPLS
+from jaxgan.train import GANState, create_state, generate, latents, train_step
+
+log = logging.getLogger(__name__)
+
+MODELS = ("dcgan",)
+NUM_SAMPLES = 64  # an 8x8 grid
+
+
+class _OwnInfoOnly(logging.Filter):
+  """Passes warnings from everywhere but INFO records only from jaxgan and the entry points."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.WARNING or record.name.startswith(("jaxgan", "__main__"))
+            or ("/jaxgan/" in record.pathname or "/experiments/" in record.pathname))
+
+
+def quiet_library_logs() -> None:
+  """Hides the INFO chatter of orbax, tfds and absl-logging libraries on the root handlers."""
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_OwnInfoOnly())
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (one line naming the key and the fix) for any bad value."""
+  for key in ("seed", "batch_size", "num_steps", "n_critic", "latent_dim", "log_every",
+              "sample_every", "checkpoint_every", "keep_checkpoints", "model.image_size",
+              "model.channels", "model.ngf", "model.ndf", "data.num_examples",
+              "data.num_workers", "data.prefetch"):
+    value = config
+    for part in key.split("."):
+      value = value[part]
+    _check(_is_int(value), f"config.{key} must be an integer, got {value!r}")
+    _check(key == "seed" or value >= (0 if key == "num_steps" else 1),
+           f"config.{key} must be >= {0 if key == 'num_steps' else 1}, got {value}")
+  _check(config.loss in losses.LOSSES,
+         f"config.loss={config.loss!r} is unknown; choose one of {', '.join(losses.LOSSES)}")
+  _check(config.batch_size % config.n_critic == 0,
+         f"config.batch_size={config.batch_size} must be divisible by "
+         f"config.n_critic={config.n_critic} (each D update takes batch_size/n_critic images)")
+  _check(0.0 <= config.ema_decay < 1.0, f"config.ema_decay must be in [0, 1), got {config.ema_decay}")
+  m = config.model
+  _check(m.name in MODELS, f"config.model.name={m.name!r} is unknown; choose one of {MODELS}")
+  size = m.image_size
+  _check(size >= 8 and size & (size - 1) == 0,
+         f"config.model.image_size must be a power of two >= 8 (e.g. 32, 64), got {size}")
+  _check(m.channels in (1, 3), f"config.model.channels must be 1 or 3, got {m.channels}")
+  _check(m.upsample in UPSAMPLE_IMPLS,
+         f"config.model.upsample={m.upsample!r} is unknown; choose one of {UPSAMPLE_IMPLS}")
+  o = config.optimizer
+  for k in ("g_lr", "d_lr"):
+    _check(o[k] > 0, f"config.optimizer.{k} must be > 0, got {o[k]}")
+  for k in ("b1", "b2"):
+    _check(0 <= o[k] < 1, f"config.optimizer.{k} must be in [0, 1), got {o[k]}")
+  d = config.data
+  _check(d.source in input_pipeline.SOURCES,
+         f"config.data.source={d.source!r} is unknown; choose one of "
+         f"{', '.join(input_pipeline.SOURCES)}")
+  _check(d.crop in input_pipeline.CROPS,
+         f"config.data.crop={d.crop!r} is unknown; choose one of {', '.join(input_pipeline.CROPS)}")
+  _check(d.source not in ("folder", "npz") or bool(d.path),
+         f"config.data.source={d.source} needs config.data.path (a folder, .zip or .npz)")
+  _check(0 <= d.max_bad_fraction <= 1,
+         f"config.data.max_bad_fraction must be in [0, 1], got {d.max_bad_fraction}")
+
+
+def make_generator(config: ml_collections.ConfigDict) -> models.DCGANGenerator:
+  m = config.model
+  return models.DCGANGenerator(image_size=m.image_size, channels=m.channels, ngf=m.ngf,
+                               upsample=m.upsample)
+
+
+def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+  m = config.model
+  size, ch = m.image_size, m.channels
+  o = config.optimizer
+  return create_state(
+      rng,
+      generator=make_generator(config),
+      discriminator=models.DCGANDiscriminator(image_size=size, channels=ch, ndf=m.ndf),
+      g_optimizer=optax.adam(o.g_lr, b1=o.b1, b2=o.b2),
+      d_optimizer=optax.adam(o.d_lr, b1=o.b1, b2=o.b2),
+      latent_dim=config.latent_dim, data_shape=(size, size, ch), loss=config.loss,
+      n_critic=config.n_critic, ema_decay=config.ema_decay or None)
+
+
+def make_pipeline(config: ml_collections.ConfigDict) -> input_pipeline.ImagePipeline:
+  source = input_pipeline.make_source(config.data, config.model.image_size, config.model.channels,
+                                      config.seed)
+  d = config.data
+  return input_pipeline.ImagePipeline(
+      source, global_batch_size=config.batch_size, image_size=config.model.image_size,
+      channels=config.model.channels, crop=d.crop, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=d.num_workers, prefetch=d.prefetch, max_bad_fraction=d.max_bad_fraction,
+      cache_dir=d.cache_dir or None)
+
+
+def sample_noise(config: ml_collections.ConfigDict, num: int = NUM_SAMPLES) -> jax.Array:
+  """The fixed noise batch of a run's sample grids (depends on the seed only)."""
+  return latents(jax.random.fold_in(jax.random.key(config.seed), 1), num, config.latent_dim)
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay")
+
+
+def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  current = json.loads(config.to_json())
+  for key in _COMPATIBLE_KEYS:
+    if key in saved and saved[key] != current[key]:
+      raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "
+                        f"{current[key]!r}; resume with the same settings or use a new --workdir")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+  """Trains (or resumes training) to `config.num_steps`; returns the last logged metrics."""
+  validate_config(config)
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_main = jax.process_index() == 0
+  pipeline = make_pipeline(config)
+  log.info("data: %d images, %d steps per epoch of %d", len(pipeline.source),
+           pipeline.steps_per_epoch, config.batch_size)
+
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  state = create_state_from_config(config, init_key)
+  checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+  start, data_position = 0, 0
+  if checkpointer.all_steps():
+    try:
+      saved_config = checkpointer.restore_meta().get("config", {})
+    except Exception:  # noqa: BLE001 - a damaged newest checkpoint; restore() falls back
+      saved_config = {}
+    _check_compatible(saved_config, config, workdir)
+    restored = checkpointer.restore(state)
+    if restored is None:
+      raise ConfigError(f"no checkpoint in {checkpointer.directory} could be restored (see the "
+                        "warnings above); move them away or use a new --workdir")
+    state, meta = restored
+    start, data_position = int(state.step), int(meta.get("data_position", state.step))
+    log.info("resumed from step %d", start)
+  writer = summary.MetricWriter(workdir, enabled=is_main)
+  writer.truncate_after(start)
+  if is_main:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    (workdir / "samples").mkdir(exist_ok=True)
+
+  step_fn = jax.jit(train_step, donate_argnums=0)
+  generate_fn = jax.jit(generate)
+  z_fixed = sample_noise(config)
+  config_json = json.loads(config.to_json_best_effort())
+
+  def save_samples(step: int):
+    grid = summary.image_grid(np.asarray(generate_fn(state, z_fixed)), columns=8)
+    if is_main:
+      summary.save_png(workdir / "samples" / f"step_{step:08d}.png", grid)
+      writer.image(step, "samples", grid)
+
+  def save_checkpoint(step: int):
+    checkpointer.save(step, state, {"data_position": data_position, "config": config_json})
+
+  last: dict[str, float] = {}
+  if start >= config.num_steps:
+    log.info("already trained to step %d (num_steps=%d): nothing to do", start, config.num_steps)
+  batches = input_pipeline.prefetch_to_device(pipeline.iterate(data_position))
+  pending: list[dict[str, jax.Array]] = []
+  t_last, step_last = time.perf_counter(), start
+  try:
+    for step in range(start + 1, config.num_steps + 1):
+      batch = next(batches)
+      state, metrics = step_fn(state, batch, train_key)
+      data_position += 1
+      pending.append(metrics)
+      if step % config.log_every == 0 or step == config.num_steps:
+        means = jax.device_get(jax.tree.map(lambda *m: sum(m) / len(m), *pending))
+        pending = []
+        now = time.perf_counter()
+        steps_per_s = (step - step_last) / (now - t_last)
+        t_last, step_last = now, step
+        last = {k: float(v) for k, v in means.items()}
+        last.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * config.batch_size,
+                    bad_images=pipeline.num_bad)
+        writer.scalars(step, last)
+        if is_main:
+          log.info("step %d/%d | d_loss %.4f g_loss %.4f | D(x) %.3f D(G(z)) %.3f | %.1f img/s | "
+                   "ETA %s", step, config.num_steps, last["d_loss"], last["g_loss"],
+                   last["d_real"], last["d_fake"], last["images_per_s"],
+                   _format_eta((config.num_steps - step) / steps_per_s))
+      if step % config.sample_every == 0 or step == config.num_steps:
+        save_samples(step)
+      if step % config.checkpoint_every == 0 or step == config.num_steps:
+        save_checkpoint(step)
+  finally:
+    batches.close()
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  return last
+
+
+def load_generator(workdir: str | pathlib.Path, step: int | None = None):
+  """(generate, config) from a run's checkpoint: `generate(z)` maps [N, latent_dim] noise to images.
+
+  Reads only G's parameters, BatchNorm statistics and EMA (no optimizer state);
+  uses the EMA parameters when the run kept them.
+  """
+  directory = pathlib.Path(workdir).expanduser() / "checkpoints"
+  if not directory.is_dir():
+    raise ConfigError(f"no checkpoint in {directory}; train first or fix --workdir")
+  checkpointer = Checkpointer(directory, asynchronous=False, read_only=True)
+  if checkpointer.latest_step() is None:
+    raise ConfigError(f"no checkpoint in {checkpointer.directory}; train first or fix --workdir")
+  if step is not None and step not in checkpointer.all_steps():
+    raise ConfigError(f"no checkpoint at step {step}; available: {checkpointer.all_steps()}")
+  config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
+  g = checkpointer.restore_generator(step)
+  checkpointer.close()
+  params = g.get("g_ema_params") or g["g_params"]
+  variables = {"params": params, "batch_stats": g.get("g_batch_stats") or {}}
+  module = make_generator(config)
+  return jax.jit(lambda z: module.apply(variables, z, train=False)), config
+
+
+def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: int) -> jax.Array:
+  """[rows * columns, latent_dim]: each row walks a great circle (slerp) between two random z."""
+  ends = latents(rng, 2 * rows, latent_dim).reshape(rows, 2, latent_dim)
+  a, b = ends[:, 0], ends[:, 1]
+  cos = jnp.sum(a * b, -1, keepdims=True) / (jnp.linalg.norm(a, axis=-1, keepdims=True)
+                                             * jnp.linalg.norm(b, axis=-1, keepdims=True))
+  omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))[:, None]  # [rows, 1, 1]
+  t = jnp.linspace(0.0, 1.0, columns)[None, :, None]
+  z = (jnp.sin((1 - t) * omega) * a[:, None] + jnp.sin(t * omega) * b[:, None]) / jnp.sin(omega)
+  return z.reshape(rows * columns, latent_dim)

@@ -1,0 +1,138 @@
+"""The training program end to end: what it leaves in the workdir, resume, CLI errors, sampling."""
+
+import json
+import logging
+import pathlib
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments.configs import celeba
+from jaxgan import trainer
+from jaxgan.checkpointing import Checkpointer
+from jaxgan.errors import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_cli(module, *args, timeout=300):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def smoke(**overrides):
+  config = celeba.get_config("smoke")
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def steps_logged(workdir):
+  return [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def restored_state(workdir, config):
+  template = trainer.create_state_from_config(config, jax.random.key(0))
+  return Checkpointer(workdir / "checkpoints").restore(template)
+
+
+def test_smoke_run_leaves_everything_and_resumes_exactly(tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  straight = tmp_path / "straight"
+  trainer.train(smoke(num_steps=9), straight)
+
+  resumed = tmp_path / "resumed"
+  last6 = trainer.train(smoke(), resumed)  # 6 steps ...
+  assert np.isfinite(list(last6.values())).all()
+  assert sorted(int(p.name) for p in (resumed / "checkpoints").iterdir()) == [3, 6]
+  assert sorted(p.name for p in (resumed / "samples").iterdir()) == [
+      "step_00000003.png", "step_00000006.png"]
+  grid = Image.open(resumed / "samples" / "step_00000006.png")
+  assert grid.size == (8 * 32 + 7, 8 * 32 + 7)
+  assert list((resumed / "tensorboard").glob("events.out.tfevents.*"))
+  assert json.loads((resumed / "config.json").read_text())["num_steps"] == 6
+  assert steps_logged(resumed) == [2, 4, 6]
+  metrics = json.loads((resumed / "metrics.jsonl").read_text().splitlines()[-1])
+  assert {"d_loss", "g_loss", "d_real", "d_fake", "g_grad_norm", "d_grad_norm", "steps_per_s",
+          "images_per_s", "bad_images"} <= set(metrics)
+
+  caplog.clear()
+  trainer.train(smoke(num_steps=9), resumed)  # ... then 3 more in a second run
+  assert "resumed from step 6" in caplog.text
+  assert steps_logged(resumed) == [2, 4, 6, 8, 9]
+  assert (resumed / "samples" / "step_00000009.png").exists()
+  a, meta_a = restored_state(straight, smoke(num_steps=9))
+  b, meta_b = restored_state(resumed, smoke(num_steps=9))
+  assert int(a.step) == int(b.step) == 9 and meta_a["data_position"] == meta_b["data_position"] == 9
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):  # same data, same keys
+    np.testing.assert_array_equal(x, y)
+  assert (Image.open(straight / "samples" / "step_00000009.png").tobytes()
+          == Image.open(resumed / "samples" / "step_00000009.png").tobytes())
+
+  # A resumed run with an incompatible model refuses instead of overwriting the checkpoints.
+  with pytest.raises(ConfigError, match="holds a run with config.model="):
+    trainer.train(smoke(num_steps=12, **{"model.ngf": 16}), resumed)
+  assert sorted(int(p.name) for p in (resumed / "checkpoints").iterdir()) == [6, 9]
+
+  # Restoring just the generator needs no optimizer state.
+  g = Checkpointer(resumed / "checkpoints", read_only=True).restore_generator()
+  assert set(g) <= {"g_params", "g_batch_stats", "g_ema_params"} and "g_params" in g
+  generate, config = trainer.load_generator(resumed)
+  out = generate(jax.numpy.zeros((2, config.latent_dim)))
+  assert out.shape == (2, 32, 32, 3)
+
+
+def test_cli_smoke_run_and_sample(tmp_path):
+  workdir = tmp_path / "run"
+  r = run_cli("experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+              f"--workdir={workdir}", "--config.num_steps=3", "--config.ema_decay=0.9")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "step 3/3" in r.stderr
+  assert (workdir / "checkpoints" / "3").is_dir()
+  out = tmp_path / "grid.png"
+  r = run_cli("experiments.sample", f"--workdir={workdir}", "--num=12", f"--out={out}",
+              "--interpolate", "--columns=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert Image.open(out).size == (4 * 32 + 3, 3 * 32 + 2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.loss=vanilla"], "error: config.loss='vanilla' is unknown; choose one of"),
+    (["--config.model.image_size=48"], "error: config.model.image_size must be a power of two"),
+    (["--config.data.source=folder"], "error: config.data.source=folder needs config.data.path"),
+    (["--config.data.source=folder", "--config.data.path=/nonexistent/faces.zip"],
+     "error: data.path '/nonexistent/faces.zip' does not exist"),
+    (["--config.batch_size=0"], "error: config.batch_size must be >= 1"),
+    (["--config.no_such_key=1"], "error: unknown config key 'no_such_key'"),
+])
+def test_cli_bad_config_is_one_clear_line(tmp_path, args, message):
+  r = run_cli("experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+              f"--workdir={tmp_path / 'w'}", *args, timeout=120)
+  assert r.returncode != 0
+  assert message in r.stderr, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+  assert not (tmp_path / "w" / "checkpoints").exists()  # failed before building anything
+
+
+def test_sample_cli_without_checkpoints_is_one_clear_line(tmp_path):
+  r = run_cli("experiments.sample", f"--workdir={tmp_path}", timeout=120)
+  assert r.returncode == 2 and "error: no checkpoint in" in r.stderr
+  assert "Traceback" not in r.stderr
+
+
+def test_validate_config_rejects_wrong_types():
+  config = ml_collections.ConfigDict({**smoke().to_dict(), "batch_size": 8.5})
+  with pytest.raises(ConfigError, match="batch_size must be an integer"):
+    trainer.validate_config(config)
+
+
+def test_default_config_is_the_dcgan_baseline():
+  c = celeba.get_config()
+  trainer.validate_config(c)
+  assert (c.model.image_size, c.model.ngf, c.model.ndf, c.latent_dim) == (64, 64, 64, 100)
+  assert (c.optimizer.g_lr, c.optimizer.b1, c.loss) == (2e-4, 0.5, "non_saturating")
+  assert (c.data.source, c.data.name, c.data.crop) == ("tfds", "celeb_a", "center140")
