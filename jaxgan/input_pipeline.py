@@ -428,9 +428,14 @@ def prefetch_to_device(batches: Iterator[dict], size: int = 2,
   """Keeps `size` batches in flight to the device (transfers are asynchronous)."""
   pending: collections.deque = collections.deque()
   put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jax.device_put
-  for batch in batches:
-    pending.append(jax.tree.map(put, batch))
-    if len(pending) > size:
+  try:
+    for batch in batches:
+      pending.append(jax.tree.map(put, batch))
+      if len(pending) > size:
+        yield pending.popleft()
+    while pending:
       yield pending.popleft()
-  while pending:
-    yield pending.popleft()
+  finally:  # closing this iterator stops the producer behind it
+    close = getattr(batches, "close", None)
+    if close is not None:
+      close()

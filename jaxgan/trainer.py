@@ -147,6 +147,9 @@ _COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay")
 
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: pathlib.Path):
   current = json.loads(config.to_json())
+  for c in (saved, current):  # the upsampling implementation does not change the parameters
+    if isinstance(c.get("model"), dict):
+      c["model"] = {k: v for k, v in c["model"].items() if k != "upsample"}
   for key in _COMPATIBLE_KEYS:
     if key in saved and saved[key] != current[key]:
       raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "
@@ -212,11 +215,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
       state, metrics = step_fn(state, batch, train_key)
       data_position += 1
       pending.append(metrics)
+      if step == start + 1:  # time steady-state steps only: the first one compiled
+        jax.block_until_ready(metrics)
+        t_last, step_last = time.perf_counter(), step
       if step % config.log_every == 0 or step == config.num_steps:
         means = jax.device_get(jax.tree.map(lambda *m: sum(m) / len(m), *pending))
         pending = []
         now = time.perf_counter()
-        steps_per_s = (step - step_last) / (now - t_last)
+        steps_per_s = (step - step_last) / (now - t_last) if step > step_last else 0.0
         t_last, step_last = now, step
         last = {k: float(v) for k, v in means.items()}
         last.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * config.batch_size,
@@ -226,7 +232,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
           log.info("step %d/%d | d_loss %.4f g_loss %.4f | D(x) %.3f D(G(z)) %.3f | %.1f img/s | "
                    "ETA %s", step, config.num_steps, last["d_loss"], last["g_loss"],
                    last["d_real"], last["d_fake"], last["images_per_s"],
-                   _format_eta((config.num_steps - step) / steps_per_s))
+                   _format_eta((config.num_steps - step) / steps_per_s) if steps_per_s else "?")
       if step % config.sample_every == 0 or step == config.num_steps:
         save_samples(step)
       if step % config.checkpoint_every == 0 or step == config.num_steps:
