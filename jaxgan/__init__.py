@@ -5,10 +5,10 @@
     images = jaxgan.sample(state, key, 16)
 """
 
-from jaxgan import losses, models
+from jaxgan import losses, models, parallel
 from jaxgan.train import GANState, create_state, generate, latents, sample, train_step
 
 __version__ = "0.1.0"
 
-__all__ = ["GANState", "create_state", "generate", "latents", "losses", "models", "sample",
+__all__ = ["GANState", "create_state", "generate", "latents", "losses", "models", "parallel", "sample",
            "train_step"]

@@ -152,8 +152,9 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
                axis_name: str | None = None) -> tuple[GANState, dict[str, jax.Array]]:
   """One GAN iteration: `n_critic` discriminator updates, then one generator update.
 
-  The batch's B real samples are split into `n_critic` equal chunks, one per D
-  update; G's update uses B / n_critic fresh latents. D trains on G(z) under
+  The batch's B real samples are split into `n_critic` equal strided chunks
+  (update i takes rows i, i + n_critic, ...); G's update uses B / n_critic
+  fresh latents. D trains on G(z) under
   `stop_gradient`. Each network's BatchNorm statistics change only in its own
   update (G runs in training mode inside D's update and vice versa, but those
   passes' statistics are discarded). Keys come from `fold_in(rng, state.step)`.
@@ -175,7 +176,9 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   key = jax.random.fold_in(rng, state.step)
   d_key, g_key = jax.random.split(key)
   per_update = real.shape[0] // state.n_critic
-  reals = real.reshape(state.n_critic, per_update, *state.data_shape)
+  # D update i takes rows i, i + n_critic, i + 2 n_critic, ...: strided chunks, so that any
+  # contiguous split of the batch over devices or processes gives the same global chunks.
+  reals = real.reshape(per_update, state.n_critic, *state.data_shape)
 
   def d_update(carry, inputs):
     d_params, d_batch_stats, d_opt_state = carry
@@ -204,7 +207,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   # an order of magnitude slower, and n_critic is small.
   carry, d_metrics = (state.d_params, state.d_batch_stats, state.d_opt_state), []
   for i in range(state.n_critic):
-    carry, metrics = d_update(carry, (reals[i], i))
+    carry, metrics = d_update(carry, (reals[:, i], i))
     d_metrics.append(metrics)
   d_params, d_batch_stats, d_opt_state = carry
   d_metrics = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *d_metrics)

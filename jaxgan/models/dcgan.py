@@ -13,7 +13,8 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxgan.models.layers import Project, Upsample2x, dcgan_kernel_init, dcgan_scale_init
+from jaxgan.models.layers import (Project, Upsample2x, batch_norm, dcgan_kernel_init,
+                                  dcgan_scale_init)
 
 
 def num_stages(image_size: int) -> int:
@@ -21,12 +22,6 @@ def num_stages(image_size: int) -> int:
   if image_size < 8 or image_size & (image_size - 1):
     raise ValueError(f"DCGAN image_size must be a power of two >= 8, got {image_size}")
   return int(math.log2(image_size)) - 2
-
-
-def _batch_norm(train: bool, axis_name: str | None, dtype) -> nn.BatchNorm:
-  # PyTorch BatchNorm2d defaults: momentum 0.1 (flax: 0.9), eps 1e-5.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      scale_init=dcgan_scale_init, axis_name=axis_name, dtype=dtype)
 
 
 class DCGANGenerator(nn.Module):
@@ -46,10 +41,10 @@ class DCGANGenerator(nn.Module):
   def __call__(self, z, train: bool = True):
     n = num_stages(self.image_size)
     x = Project(self.ngf * 2 ** (n - 1), dtype=self.dtype)(z)
-    x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+    x = nn.relu(batch_norm(train, self.axis_name, self.dtype, scale_init=dcgan_scale_init)(x))
     for k in reversed(range(n - 1)):
       x = Upsample2x(self.ngf * 2 ** k, impl=self.upsample, dtype=self.dtype)(x)
-      x = nn.relu(_batch_norm(train, self.axis_name, self.dtype)(x))
+      x = nn.relu(batch_norm(train, self.axis_name, self.dtype, scale_init=dcgan_scale_init)(x))
     x = Upsample2x(self.channels, impl=self.upsample, dtype=self.dtype)(x)
     return jnp.tanh(x).astype(jnp.float32)
 
@@ -69,7 +64,7 @@ class DCGANDiscriminator(nn.Module):
       x = nn.Conv(self.ndf * 2 ** k, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
                   use_bias=False, kernel_init=dcgan_kernel_init, dtype=self.dtype)(x)
       if k > 0:  # no BatchNorm on the first layer
-        x = _batch_norm(train, self.axis_name, self.dtype)(x)
+        x = batch_norm(train, self.axis_name, self.dtype, scale_init=dcgan_scale_init)(x)
       x = nn.leaky_relu(x, 0.2)
     x = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=dcgan_kernel_init,
                 dtype=self.dtype)(x)

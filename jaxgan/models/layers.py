@@ -22,6 +22,17 @@ def dcgan_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
+def batch_norm(train: bool, axis_name: str | None, dtype=None, **kwargs) -> nn.BatchNorm:
+  """BatchNorm as PyTorch's BatchNorm2d: momentum 0.1 (flax: 0.9), eps 1e-5, two-pass variance.
+
+  The two-pass variance mean((x - mean)^2) replaces flax's default E[x^2] - E[x]^2,
+  whose cancellation made float32 results depend on how the batch is split over
+  devices (up to 1e-3 relative on 8 devices x 2 rows, vs 2e-7 two-pass).
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      use_fast_variance=False, axis_name=axis_name, dtype=dtype, **kwargs)
+
+
 UPSAMPLE_IMPLS = ("subpixel", "transpose")
 
 # For output row 2m+a, ConvTranspose(4, 2, 1) reads input rows m-1, m, m+1 with

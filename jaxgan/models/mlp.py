@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgan.models import layers
+
 
 class MLPGenerator(nn.Module):
   """z [B, nz] -> samples [B, *data_shape]; hidden layers ReLU (optionally BatchNorm first)."""
@@ -22,7 +24,7 @@ class MLPGenerator(nn.Module):
     for width in self.hidden_dims:
       x = nn.Dense(width, use_bias=not self.batch_norm)(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x)
+        x = layers.batch_norm(train, self.axis_name)(x)
       x = nn.relu(x)
     x = nn.Dense(int(np.prod(self.data_shape)))(x)
     return x.reshape(x.shape[0], *self.data_shape)
