@@ -21,9 +21,10 @@ config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Training configuratio
 
 def main(argv):
   del argv
-  from jaxgan import trainer
+  from jaxgan import parallel, trainer
 
   trainer.quiet_library_logs()
+  parallel.initialize_distributed(FLAGS.config.multihost)  # before any other JAX call
   trainer.train(FLAGS.config, FLAGS.workdir)
 
 

@@ -32,7 +32,7 @@ import pathlib
 import queue
 import threading
 import zipfile
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol
 
 import jax
 import numpy as np
@@ -424,13 +424,15 @@ class ImagePipeline:
 
 
 def prefetch_to_device(batches: Iterator[dict], size: int = 2,
-                       sharding: jax.sharding.Sharding | None = None) -> Iterator[dict]:
-  """Keeps `size` batches in flight to the device (transfers are asynchronous)."""
+                       put: Callable[[dict], dict] = jax.device_put) -> Iterator[dict]:
+  """Keeps `size` batches in flight to the devices (transfers are asynchronous).
+
+  `put` moves one host batch to the devices, e.g. a data-parallel step's `shard_batch`.
+  """
   pending: collections.deque = collections.deque()
-  put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jax.device_put
   try:
     for batch in batches:
-      pending.append(jax.tree.map(put, batch))
+      pending.append(put(batch))
       if len(pending) > size:
         yield pending.popleft()
     while pending:

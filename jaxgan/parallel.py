@@ -143,14 +143,20 @@ def initialize_distributed(mode: str = "auto") -> bool:
   "on": always (e.g. on a TPU VM pod slice, whose topology JAX reads from the
   metadata server); "off": never; "auto": when the environment names several
   processes (JAX_COORDINATOR_ADDRESS, TPU_WORKER_HOSTNAMES / TPU_PROCESS_ADDRESSES
-  with several hosts, SLURM_NTASKS or OMPI_COMM_WORLD_SIZE > 1). Must run before
-  any other JAX call.
+  with several hosts, SLURM_NTASKS or OMPI_COMM_WORLD_SIZE > 1). A manual launch
+  sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID in each
+  process. Must run before any other JAX call.
   """
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"multihost must be 'auto', 'on' or 'off', got {mode!r}")
   if mode == "off" or (mode == "auto" and not _looks_multihost()):
     return False
-  jax.distributed.initialize()
+  kwargs = {}
+  if os.environ.get("JAX_NUM_PROCESSES") and os.environ.get("JAX_PROCESS_ID"):
+    # A manual launch (no cluster manager): JAX_COORDINATOR_ADDRESS=host:port as well.
+    kwargs = dict(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["JAX_PROCESS_ID"]))
+  jax.distributed.initialize(**kwargs)
   log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
   return True

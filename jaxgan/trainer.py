@@ -21,11 +21,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgan import input_pipeline, losses, models, summary
+from jaxgan import input_pipeline, losses, models, parallel, summary
 from jaxgan.checkpointing import Checkpointer
 from jaxgan.errors import ConfigError
 from jaxgan.models.layers import UPSAMPLE_IMPLS
-from jaxgan.train import GANState, create_state, generate, latents, train_step
+from jaxgan.train import GANState, create_state, generate, latents
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"config.data.source={d.source} needs config.data.path (a folder, .zip or .npz)")
   _check(0 <= d.max_bad_fraction <= 1,
          f"config.data.max_bad_fraction must be in [0, 1], got {d.max_bad_fraction}")
+  _check(config.parallel in parallel.KINDS,
+         f"config.parallel={config.parallel!r} is unknown; choose one of {', '.join(parallel.KINDS)}")
+  _check(config.multihost in ("auto", "on", "off"),
+         f"config.multihost={config.multihost!r} is unknown; choose auto, on or off")
+  try:
+    parallel.check_batch_size(config.batch_size, config.parallel, config.n_critic)
+  except ValueError as e:
+    raise ConfigError(f"config.batch_size: {e} (or set config.parallel=none)") from None
 
 
 def make_generator(config: ml_collections.ConfigDict) -> models.DCGANGenerator:
@@ -167,7 +175,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
            pipeline.steps_per_epoch, config.batch_size)
 
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  state = create_state_from_config(config, init_key)
+  step_fn = parallel.data_parallel_step(config.parallel)
+  log.info("training on %d device(s) (parallel=%s), %d process(es)", step_fn.num_devices,
+           config.parallel, jax.process_count())
+  state = step_fn.replicate(create_state_from_config(config, init_key))
   checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
   start, data_position = 0, 0
   if checkpointer.all_steps():
@@ -189,7 +200,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     (workdir / "samples").mkdir(exist_ok=True)
 
-  step_fn = jax.jit(train_step, donate_argnums=0)
   generate_fn = jax.jit(generate)
   z_fixed = sample_noise(config)
   config_json = json.loads(config.to_json_best_effort())
@@ -206,13 +216,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   last: dict[str, float] = {}
   if start >= config.num_steps:
     log.info("already trained to step %d (num_steps=%d): nothing to do", start, config.num_steps)
-  batches = input_pipeline.prefetch_to_device(pipeline.iterate(data_position))
+  batches = input_pipeline.prefetch_to_device(
+      pipeline.iterate(data_position),
+      put=lambda b: step_fn.shard_batch(b, config.n_critic))
   pending: list[dict[str, jax.Array]] = []
   t_last, step_last = time.perf_counter(), start
   try:
     for step in range(start + 1, config.num_steps + 1):
       batch = next(batches)
-      state, metrics = step_fn(state, batch, train_key)
+      state, metrics = step_fn.sharded(state, batch, train_key)
       data_position += 1
       pending.append(metrics)
       if step == start + 1:  # time steady-state steps only: the first one compiled

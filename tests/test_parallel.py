@@ -1,33 +1,23 @@
-"""Data-parallel steps over 8 simulated CPU devices equal the single-device step."""
+"""Data-parallel steps over 8 simulated CPU devices (and 2 processes x 4) equal the 1-device step."""
+
+import json
+import logging
+import os
+import pathlib
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 import jaxgan
-from conftest import tiny_dcgan_state
+from experiments.configs import celeba
+from helpers import image_batches, run_steps, sgd_state
+from jaxgan import trainer
 
-
-def sgd_state(**kwargs):
-  # SGD with momentum: a real optimizer state, without Adam's sign-like first updates that turn
-  # float reduction-order noise on near-zero gradients into lr-sized differences.
-  return tiny_dcgan_state(g_optimizer=optax.sgd(0.05, momentum=0.9),
-                          d_optimizer=optax.sgd(0.05, momentum=0.9), **kwargs)
-
-
-def batches(n, rows=16, size=16):
-  return [np.asarray(jax.random.uniform(jax.random.key(100 + i), (rows, size, size, 3),
-                                        minval=-1, maxval=1)) for i in range(n)]
-
-
-def run(step, state, xs, rng):
-  state = jax.tree.map(jax.numpy.copy, state)  # the steps donate (consume) their input state
-  history = []
-  for x in xs:
-    state, metrics = step(state, {"image": x}, rng)
-    history.append(jax.device_get(metrics))
-  return jax.device_get(state), history
+TESTS = pathlib.Path(__file__).resolve().parent
 
 
 def assert_close(a, b):
@@ -39,25 +29,24 @@ def assert_close(a, b):
 def test_jit_and_pmap_on_8_devices_equal_one_device(n_critic):
   assert jax.device_count() == 8
   state = sgd_state(n_critic=n_critic, ema_decay=0.5)
-  xs, rng = batches(3), jax.random.key(7)
-  single = jax.jit(jaxgan.train_step)
-  reference = run(single, state, xs, rng)
+  xs, rng = image_batches(3), jax.random.key(7)
+  reference = run_steps(jax.jit(jaxgan.train_step), state, xs, rng)
   for kind in ("jit", "pmap"):
     step = jaxgan.parallel.data_parallel_step(kind)
     assert step.num_devices == 8
-    new, history = run(step, state, xs, rng)
-    assert_close(new, reference[0])  # params, BatchNorm stats, optimizer states, EMA, step
-    assert_close(history, reference[1])  # metrics of every step
+    new, history = run_steps(step, state, xs, rng)
+    # params, BatchNorm statistics, optimizer states, EMA, step; metrics of every step
+    assert_close((new, history), reference)
     assert int(new.step) == 3
 
 
 def test_state_stays_an_ordinary_replicated_gan_state_and_is_donated():
   state = sgd_state()
   step = jaxgan.parallel.data_parallel_step("pmap")
-  new, _ = step(state, {"image": batches(1)[0]}, jax.random.key(0))
+  new, _ = step(state, {"image": image_batches(1)[0]}, jax.random.key(0))
   assert isinstance(new, jaxgan.GANState)
   assert new.step.sharding.is_fully_replicated and len(new.step.sharding.device_set) == 8
-  again, _ = jaxgan.parallel.data_parallel_step("jit")(new, {"image": batches(1)[0]},
+  again, _ = jaxgan.parallel.data_parallel_step("jit")(new, {"image": image_batches(1)[0]},
                                                        jax.random.key(0))
   assert new.step.is_deleted()  # donated
   assert int(again.step) == 2
@@ -69,8 +58,79 @@ def test_state_stays_an_ordinary_replicated_gan_state_and_is_donated():
 def test_batch_not_divisible_by_devices_is_a_clear_error(kind):
   step = jaxgan.parallel.data_parallel_step(kind)
   with pytest.raises(ValueError, match="global batch of 12 is not divisible by the 8 devices"):
-    step(sgd_state(), {"image": batches(1, rows=12)[0]}, jax.random.key(0))
+    step(sgd_state(), {"image": image_batches(1, rows=12)[0]}, jax.random.key(0))
   with pytest.raises(ValueError, match="n_critic=2; use a multiple of 16"):
-    step(sgd_state(n_critic=2), {"image": batches(1, rows=8)[0]}, jax.random.key(0))
+    step(sgd_state(n_critic=2), {"image": image_batches(1, rows=8)[0]}, jax.random.key(0))
   with pytest.raises(ValueError, match="unknown data-parallel kind"):
     jaxgan.parallel.data_parallel_step("ddp")
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["jit", "pmap"])
+def test_two_processes_of_four_devices_equal_one_process_of_eight(kind, tmp_path):
+  out, port = tmp_path / "result.npz", free_port()
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+  procs = [subprocess.Popen([sys.executable, str(TESTS / "multiprocess_worker.py"), str(pid),
+                             str(port), kind, str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for pid in (0, 1)]
+  try:
+    logs = [p.communicate(timeout=110)[0] for p in procs]
+  finally:
+    for p in procs:  # never leave a worker behind
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  reference = run_steps(jaxgan.parallel.data_parallel_step(kind), sgd_state(n_critic=2),
+                        image_batches(2), jax.random.key(7))
+  with np.load(out) as result:
+    leaves = [result[f"arr_{i}"] for i in range(len(result.files))]
+  assert len(leaves) == len(jax.tree.leaves(reference))
+  assert_close(leaves, jax.tree.leaves(reference))
+
+
+def test_program_runs_on_8_devices_pmap_jit_and_2_processes_with_interchangeable_checkpoints(tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+
+  def smoke(**overrides):
+    config = celeba.get_config("smoke")
+    config.update_from_flattened_dict({"num_steps": 4, **overrides})
+    return config
+
+  # The program in 2 processes x 4 devices (jax.distributed via the environment, gloo), in the
+  # background while the same run goes in-process on 1 and on 8 devices.
+  port, workdir = free_port(), tmp_path / "two_processes"
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+       f"--workdir={workdir}", "--config.num_steps=4"], cwd=TESTS.parent,
+      env={**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": str(pid), "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in (0, 1)]
+  try:
+    single = trainer.train(smoke(parallel="none"), tmp_path / "single")
+    trainer.train(smoke(parallel="pmap", num_steps=2), tmp_path / "multi")
+    assert "training on 8 device(s) (parallel=pmap)" in caplog.text
+    last = trainer.train(smoke(parallel="jit"), tmp_path / "multi")  # resumes the pmap checkpoint
+    assert "resumed from step 2" in caplog.text
+    logs = [p.communicate(timeout=110)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  assert "training on 8 device(s) (parallel=jit), 2 process(es)" in logs[0]
+  assert "step 4/4" in logs[0] and "step 4/4" not in logs[1]  # only process 0 reports
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [3, 4]
+  two_processes = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+  for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"):
+    np.testing.assert_allclose(last[key], single[key], rtol=2e-5)
+    np.testing.assert_allclose(two_processes[key], single[key], rtol=2e-5)

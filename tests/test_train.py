@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import jaxgan
-from conftest import tiny_dcgan_state
+from helpers import sgd_state, tiny_dcgan_state
 from jaxgan import losses
 
 
@@ -86,13 +86,6 @@ def test_step_is_deterministic_and_pure():
   c, _ = step(state, batch, jax.random.key(6))
   assert not np.array_equal(np.asarray(a.g_params["Project_0"]["kernel"]),
                             np.asarray(c.g_params["Project_0"]["kernel"]))
-
-
-# Equality tests use SGD with momentum: Adam's first updates are ~lr * sign(grad), which turns
-# float reduction-order noise on near-zero gradients into lr-sized differences.
-def sgd_state(**kwargs):
-  return tiny_dcgan_state(g_optimizer=optax.sgd(0.05, momentum=0.9),
-                          d_optimizer=optax.sgd(0.05, momentum=0.9), **kwargs)
 
 
 def test_runs_inside_scan_like_a_python_loop():

@@ -48,6 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.cache_dir = ""  # one-time decoded-image cache (.npy, memory-mapped); "" = off
   c.data.max_bad_fraction = 0.01  # stop when more unreadable images than this
 
+  c.parallel = "jit"  # jit (mesh over all devices) | pmap | none (one device)
+  c.multihost = "auto"  # auto | on | off: call jax.distributed.initialize() (TPU pods: on)
+
   c.log_every = 100
   c.sample_every = 1000
   c.checkpoint_every = 2000

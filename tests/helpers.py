@@ -1,0 +1,43 @@
+"""Small states and batches shared by tests and the multi-process worker (sets no XLA flags)."""
+
+import jax
+import numpy as np
+import optax
+
+import jaxgan
+
+
+def tiny_dcgan_state(seed=0, *, image_size=16, channels=3, loss="non_saturating", **kwargs):
+  """A DCGAN small enough to compile in seconds."""
+  return jaxgan.create_state(
+      jax.random.key(seed),
+      generator=jaxgan.models.DCGANGenerator(image_size=image_size, channels=channels, ngf=8),
+      discriminator=jaxgan.models.DCGANDiscriminator(image_size=image_size, channels=channels,
+                                                     ndf=8),
+      g_optimizer=kwargs.pop("g_optimizer", optax.adam(2e-4, b1=0.5)),
+      d_optimizer=kwargs.pop("d_optimizer", optax.adam(2e-4, b1=0.5)),
+      latent_dim=kwargs.pop("latent_dim", 16), data_shape=(image_size, image_size, channels),
+      loss=loss, **kwargs)
+
+
+def sgd_state(**kwargs):
+  """For equality tests: SGD with momentum has a real optimizer state, without Adam's first
+  updates (~lr * sign(grad)) that turn float reduction-order noise on near-zero gradients into
+  lr-sized differences."""
+  return tiny_dcgan_state(g_optimizer=optax.sgd(0.05, momentum=0.9),
+                          d_optimizer=optax.sgd(0.05, momentum=0.9), **kwargs)
+
+
+def image_batches(n, rows=16, size=16):
+  return [np.asarray(jax.random.uniform(jax.random.key(100 + i), (rows, size, size, 3),
+                                        minval=-1, maxval=1)) for i in range(n)]
+
+
+def run_steps(step, state, xs, rng, rows=None):
+  """Runs `step` over the batches (optionally only `rows` of each); returns (state, metrics)."""
+  state = jax.tree.map(jax.numpy.copy, state)  # the steps donate (consume) their input state
+  history = []
+  for x in xs:
+    state, metrics = step(state, {"image": x if rows is None else x[rows]}, rng)
+    history.append(metrics)
+  return jax.tree.map(np.asarray, (state, history))
