@@ -52,8 +52,8 @@ def _init_variables(module: nn.Module, key: jax.Array, x: jax.Array) -> PyTree:
   and initialisation runs only once.
   """
   init = jax.jit(functools.partial(module.init, train=False))
-  if jax.devices()[0].platform != "cpu":
-    return init(key, x)
+  if jax.devices()[0].platform != "cpu" or isinstance(key, jax.core.Tracer):
+    return init(key, x)  # on accelerators, or traced (e.g. jax.eval_shape(create_state, ...))
   return init.lower(key, x).compile({"xla_backend_optimization_level": 0})(key, x)
 
 

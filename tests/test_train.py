@@ -146,6 +146,21 @@ def test_every_loss_trains_finitely(loss):
   assert all(np.isfinite(v) for v in metrics.values()), metrics
 
 
+def test_create_state_traces_under_eval_shape():
+  abstract = jax.eval_shape(tiny_dcgan_state_from_key, jax.random.key(0))
+  concrete = tiny_dcgan_state_from_key(jax.random.key(0))
+  assert ([(a.shape, a.dtype) for a in jax.tree.leaves(abstract)]
+          == [(a.shape, a.dtype) for a in jax.tree.leaves(concrete)])
+
+
+def tiny_dcgan_state_from_key(key):
+  return jaxgan.create_state(
+      key, generator=jaxgan.models.DCGANGenerator(image_size=16, ngf=8),
+      discriminator=jaxgan.models.DCGANDiscriminator(image_size=16, ndf=8),
+      g_optimizer=optax.adam(1e-3), d_optimizer=optax.adam(1e-3), latent_dim=16,
+      data_shape=(16, 16, 3))
+
+
 def test_raw_uint32_keys_work_too():
   state = tiny_dcgan_state(seed=0)
   new, _ = jax.jit(jaxgan.train_step)(state, {"image": images(0)}, jax.random.PRNGKey(1))
