@@ -197,7 +197,7 @@ class TfdsSource:
             f"could not download/prepare celeb_a ({_first_line(e)}). CelebA is served from Google "
             "Drive, whose download quota often fails. Manual route: download "
             f"{', '.join(CELEBA_MANUAL_FILES)} from the CelebA page, put them in one folder and "
-            "set data.manual_dir to it; or unzip nothing and train from the zip with "
+            "set data.manual_dir to it; or train straight from the zip with "
             "data.source=folder data.path=/path/to/img_align_celeba.zip") from None
       raise DataError(f"could not download/prepare tfds dataset {name!r}: {_first_line(e)}") from None
 

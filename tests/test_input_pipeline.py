@@ -171,3 +171,23 @@ def test_real_celeba_zip(shared_data):
   x = p.batch(0)["image"]
   assert x.shape == (16, 64, 64, 3) and p.num_bad == 0
   assert 0.05 < x.std() < 0.9  # real faces, not blank images
+
+
+def test_celeba_download_failure_explains_the_manual_route(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  class FailingBuilder:  # what a Google Drive quota failure looks like to us: an exception
+    def download_and_prepare(self, **kwargs):
+      assert kwargs["download_config"].manual_dir == str(tmp_path / "manual")
+      raise RuntimeError("Failed to get url https://drive.google.com/uc?export=download: 403")
+
+  monkeypatch.setattr(tfds, "builder", lambda *a, **k: FailingBuilder())
+  data = ml_collections.ConfigDict(dict(source="tfds", name="celeb_a", split="train",
+                                        data_dir=str(tmp_path), manual_dir=str(tmp_path / "manual"),
+                                        download=True))
+  with pytest.raises(DataError) as e:
+    ip.make_source(data, 64, 3)
+  message = str(e.value)
+  assert "Google Drive" in message and "img_align_celeba.zip" in message
+  assert "identity_CelebA.txt" in message and "data.manual_dir" in message
+  assert "data.source=folder" in message and "\n" not in message
