@@ -7,14 +7,18 @@ asynchronous; the newest `keep` checkpoints are kept.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import pathlib
+import socket
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgan.errors import ConfigError
 from jaxgan.train import GANState
 
 log = logging.getLogger(__name__)
@@ -91,3 +95,41 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+class WorkdirLock:
+  """Keeps a second live run off a workdir: an exclusive `flock` on `<workdir>/.lock`.
+
+  The kernel drops the lock when its process ends, however it ends (kill -9
+  included), so a crashed run never leaves the workdir stuck. The file holds
+  the owner's host and pid for the error message.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path):
+    self.path = pathlib.Path(workdir) / ".lock"
+    self._fd: int | None = None
+
+  def acquire(self) -> "WorkdirLock":
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+      os.close(fd)
+      raise ConfigError(f"{self.path.parent} is in use by another live run ({owner}); wait for it "
+                        "to finish or use another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.close(self._fd)  # closing drops the flock
+      self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()

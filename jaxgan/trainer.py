@@ -9,6 +9,7 @@ batch), `metrics.jsonl`, `tensorboard/` and `config.json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
@@ -22,7 +23,7 @@ import numpy as np
 import optax
 
 from jaxgan import input_pipeline, losses, models, parallel, summary
-from jaxgan.checkpointing import Checkpointer
+from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError
 from jaxgan.models.layers import UPSAMPLE_IMPLS
 from jaxgan.train import GANState, create_state, generate, latents
@@ -169,6 +170,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
   validate_config(config)
   workdir = pathlib.Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
+  # One run per workdir; process 0 of a multi-process run holds the lock for all.
+  with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, float]:
   is_main = jax.process_index() == 0
   pipeline = make_pipeline(config)
   log.info("data: %d images, %d steps per epoch of %d", len(pipeline.source),

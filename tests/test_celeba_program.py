@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import pathlib
 import subprocess
 import sys
@@ -136,3 +137,27 @@ def test_default_config_is_the_dcgan_baseline():
   assert (c.model.image_size, c.model.ngf, c.model.ndf, c.latent_dim) == (64, 64, 64, 100)
   assert (c.optimizer.g_lr, c.optimizer.b1, c.loss) == (2e-4, 0.5, "non_saturating")
   assert (c.data.source, c.data.name, c.data.crop) == ("tfds", "celeb_a", "center140")
+
+
+def test_a_second_live_run_on_the_same_workdir_refuses(tmp_path):
+  from jaxgan.checkpointing import WorkdirLock
+
+  with WorkdirLock(tmp_path):  # a live run holds the workdir
+    r = run_cli("experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+                f"--workdir={tmp_path}", timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"error: {tmp_path} is in use by another live run (pid {os.getpid()}" in r.stderr
+  # A holder that died (here: closed) leaves nothing stuck.
+  with WorkdirLock(tmp_path):
+    pass
+  # kill -9 of a holder releases the lock too.
+  holder = subprocess.Popen([sys.executable, "-c", (
+      "import sys, time; sys.path.insert(0, '.'); from jaxgan.checkpointing import WorkdirLock; "
+      f"WorkdirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "locked"
+  with pytest.raises(ConfigError, match="in use by another live run"):
+    WorkdirLock(tmp_path).acquire()
+  holder.kill()
+  holder.wait()
+  WorkdirLock(tmp_path).acquire().release()
