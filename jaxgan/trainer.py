@@ -13,6 +13,8 @@ import contextlib
 import json
 import logging
 import pathlib
+import signal
+import threading
 import time
 from typing import Any
 
@@ -154,6 +156,31 @@ def _format_eta(seconds: float) -> str:
 _COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay")
 
 
+class _StopSignals:
+  """SIGTERM/SIGINT (preemption, Ctrl-C) only set a flag: the loop finishes its step,
+  checkpoints and returns. A second SIGINT interrupts at once."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received: str | None = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    self.received = signal.Signals(signum).name
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in self.SIGNALS:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: pathlib.Path):
   current = json.loads(config.to_json())
   for c in (saved, current):  # the upsampling implementation does not change the parameters
@@ -229,33 +256,40 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   pending: list[dict[str, jax.Array]] = []
   t_last, step_last = time.perf_counter(), start
   try:
-    for step in range(start + 1, config.num_steps + 1):
-      batch = next(batches)
-      state, metrics = step_fn.sharded(state, batch, train_key)
-      data_position += 1
-      pending.append(metrics)
-      if step == start + 1:  # time steady-state steps only: the first one compiled
-        jax.block_until_ready(metrics)
-        t_last, step_last = time.perf_counter(), step
-      if step % config.log_every == 0 or step == config.num_steps:
-        means = jax.device_get(jax.tree.map(lambda *m: sum(m) / len(m), *pending))
-        pending = []
-        now = time.perf_counter()
-        steps_per_s = (step - step_last) / (now - t_last) if step > step_last else 0.0
-        t_last, step_last = now, step
-        last = {k: float(v) for k, v in means.items()}
-        last.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * config.batch_size,
-                    bad_images=pipeline.num_bad)
-        writer.scalars(step, last)
-        if is_main:
-          log.info("step %d/%d | d_loss %.4f g_loss %.4f | D(x) %.3f D(G(z)) %.3f | %.1f img/s | "
-                   "ETA %s", step, config.num_steps, last["d_loss"], last["g_loss"],
-                   last["d_real"], last["d_fake"], last["images_per_s"],
-                   _format_eta((config.num_steps - step) / steps_per_s) if steps_per_s else "?")
-      if step % config.sample_every == 0 or step == config.num_steps:
-        save_samples(step)
-      if step % config.checkpoint_every == 0 or step == config.num_steps:
-        save_checkpoint(step)
+    with _StopSignals() as stop:
+      for step in range(start + 1, config.num_steps + 1):
+        batch = next(batches)
+        state, metrics = step_fn.sharded(state, batch, train_key)
+        data_position += 1
+        pending.append(metrics)
+        if step == start + 1:  # time steady-state steps only: the first one compiled
+          jax.block_until_ready(metrics)
+          t_last, step_last = time.perf_counter(), step
+        if step % config.log_every == 0 or step == config.num_steps:
+          means = jax.device_get(jax.tree.map(lambda *m: sum(m) / len(m), *pending))
+          pending = []
+          now = time.perf_counter()
+          steps_per_s = (step - step_last) / (now - t_last) if step > step_last else 0.0
+          t_last, step_last = now, step
+          last = {k: float(v) for k, v in means.items()}
+          last.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * config.batch_size,
+                      bad_images=pipeline.num_bad)
+          writer.scalars(step, last)
+          if is_main:
+            log.info("step %d/%d | d_loss %.4f g_loss %.4f | D(x) %.3f D(G(z)) %.3f | "
+                     "%.1f img/s | ETA %s", step, config.num_steps, last["d_loss"], last["g_loss"],
+                     last["d_real"], last["d_fake"], last["images_per_s"],
+                     _format_eta((config.num_steps - step) / steps_per_s) if steps_per_s else "?")
+        if step % config.sample_every == 0 or step == config.num_steps:
+          save_samples(step)
+        preempted = stop.received or (
+            jax.process_count() > 1 and checkpointer.manager.reached_preemption(step))
+        if step % config.checkpoint_every == 0 or step == config.num_steps or preempted:
+          save_checkpoint(step)
+        if preempted:
+          log.warning("stopped by %s at step %d: checkpoint saved; run the same command again to "
+                      "resume", stop.received or "preemption", step)
+          break
   finally:
     batches.close()
     checkpointer.wait()

@@ -4,6 +4,8 @@ import json
 import logging
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 
@@ -161,3 +163,29 @@ def test_a_second_live_run_on_the_same_workdir_refuses(tmp_path):
   holder.kill()
   holder.wait()
   WorkdirLock(tmp_path).acquire().release()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_preemption_signal_checkpoints_the_current_step_and_exits_0(tmp_path, sig):
+  args = [sys.executable, "-m", "experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+          f"--workdir={tmp_path}", "--config.log_every=1", "--config.checkpoint_every=1000"]
+  proc = subprocess.Popen(args + ["--config.num_steps=100000"], cwd=REPO, stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    for line in proc.stderr:
+      if "step 3/100000" in line:  # training is under way
+        proc.send_signal(sig)
+        break
+    rest = proc.communicate(timeout=120)[1]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 0, rest[-2000:]
+  match = re.search(rf"stopped by {sig.name} at step (\d+): checkpoint saved", rest)
+  assert match, rest[-2000:]
+  stopped_at = int(match.group(1))
+  assert [int(p.name) for p in (tmp_path / "checkpoints").iterdir()] == [stopped_at]
+  assert steps_logged(tmp_path)[-1] == stopped_at
+  r = run_cli("experiments.celeba", *args[3:], f"--config.num_steps={stopped_at + 2}")
+  assert r.returncode == 0 and f"resumed from step {stopped_at}" in r.stderr, r.stderr[-2000:]
