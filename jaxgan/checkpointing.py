@@ -11,7 +11,9 @@ import fcntl
 import logging
 import os
 import pathlib
+import shutil
 import socket
+import time
 from typing import Any
 
 import jax
@@ -56,10 +58,14 @@ class Checkpointer:
     """Restores the checkpoint at `step` (default: the newest readable one) into `target`'s structure.
 
     A checkpoint that cannot be read (partial or damaged files) is reported and
-    skipped in favour of the next older one. Returns None when there is none.
+    skipped in favour of the next older one; once an older one is restored, the
+    unreadable newer ones are moved to `<directory>/../corrupt_checkpoints/`
+    (kept for inspection, out of the way of new saves). Returns None when no
+    checkpoint can be read.
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    unreadable = []
     for s in steps:
       try:
         out = self.manager.restore(s, args=ocp.args.Composite(
@@ -70,9 +76,21 @@ class Checkpointer:
           raise
         log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one", s,
                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        unreadable.append(s)
         continue
+      if unreadable and jax.process_index() == 0:
+        self._quarantine(unreadable)
       return out["state"], dict(out["meta"])
     return None
+
+  def _quarantine(self, steps: list[int]) -> None:
+    target = self.directory.parent / "corrupt_checkpoints"
+    target.mkdir(exist_ok=True)
+    for s in steps:
+      destination = target / f"{s}-{time.strftime('%Y%m%d-%H%M%S')}"
+      shutil.move(str(self.directory / str(s)), destination)
+      log.warning("moved the unreadable checkpoint of step %d to %s", s, destination)
+    self.manager.reload()
 
   def restore_meta(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step

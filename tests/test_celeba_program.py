@@ -5,6 +5,7 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,3 +190,30 @@ def test_preemption_signal_checkpoints_the_current_step_and_exits_0(tmp_path, si
   assert steps_logged(tmp_path)[-1] == stopped_at
   r = run_cli("experiments.celeba", *args[3:], f"--config.num_steps={stopped_at + 2}")
   assert r.returncode == 0 and f"resumed from step {stopped_at}" in r.stderr, r.stderr[-2000:]
+
+
+def damage_by_deleting(state_dir):
+  for p in [state_dir / "manifest.ocdbt", *state_dir.glob("ocdbt.process_*")]:
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def damage_by_truncating(state_dir):
+  for p in state_dir.rglob("*"):
+    if p.is_file() and p.stat().st_size > 8:
+      with open(p, "r+b") as f:
+        f.truncate(p.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [damage_by_deleting, damage_by_truncating])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, damage):
+  trainer.train(smoke(), tmp_path)  # checkpoints at steps 3 and 6
+  damage(tmp_path / "checkpoints" / "6" / "state")
+  r = run_cli("experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+              f"--workdir={tmp_path}", "--config.num_steps=8")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "checkpoint at step 6 is unreadable" in r.stderr
+  assert "resumed from step 3" in r.stderr
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [6, 8]
+  (kept,) = (tmp_path / "corrupt_checkpoints").iterdir()  # the damaged one is kept aside
+  assert kept.name.startswith("6-")
+  assert steps_logged(tmp_path) == [2, 4, 6, 8]
