@@ -11,3 +11,7 @@ class ConfigError(JaxganError, ValueError):
 
 class DataError(JaxganError, ValueError):
   """The data source is missing, empty, not prepared, or too much of it is unreadable."""
+
+
+class DivergedError(JaxganError):
+  """Training produced a non-finite loss, gradient or parameter."""

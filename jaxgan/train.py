@@ -235,6 +235,26 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   return new_state, metrics
 
 
+def guard_nonfinite(step_fn=train_step, *, skip: bool = False):
+  """Wraps a train step to detect divergence: metrics["nonfinite"] is 1.0 when a loss,
+  a gradient norm or a new parameter is NaN or infinite, else 0.0.
+
+  With `skip=True` such an update is dropped: the state keeps its previous
+  values and only its step advances (the next step draws new keys and data).
+  """
+
+  def guarded(state: GANState, batch, rng, *, axis_name=None):
+    new, metrics = step_fn(state, batch, rng, axis_name=axis_name)
+    finite = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]
+    finite += [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves((new.g_params, new.d_params))]
+    ok = jnp.all(jnp.stack(finite))
+    if skip:
+      new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state).replace(step=new.step)
+    return new, {**metrics, "nonfinite": 1.0 - ok.astype(jnp.float32)}
+
+  return guarded
+
+
 def generate(state: GANState, z: jax.Array) -> jax.Array:
   """G(z) in inference mode (BatchNorm running statistics), EMA parameters when present."""
   params = state.g_params if state.g_ema_params is None else state.g_ema_params

@@ -26,9 +26,9 @@ import optax
 
 from jaxgan import input_pipeline, losses, models, parallel, summary
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import UPSAMPLE_IMPLS
-from jaxgan.train import GANState, create_state, generate, latents
+from jaxgan.train import GANState, create_state, generate, guard_nonfinite, latents
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"config.data.source={d.source} needs config.data.path (a folder, .zip or .npz)")
   _check(0 <= d.max_bad_fraction <= 1,
          f"config.data.max_bad_fraction must be in [0, 1], got {d.max_bad_fraction}")
+  _check(config.nonfinite in ("stop", "skip"),
+         f"config.nonfinite={config.nonfinite!r} is unknown; choose stop or skip")
   _check(config.parallel in parallel.KINDS,
          f"config.parallel={config.parallel!r} is unknown; choose one of {', '.join(parallel.KINDS)}")
   _check(config.multihost in ("auto", "on", "off"),
@@ -209,7 +211,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
            pipeline.steps_per_epoch, config.batch_size)
 
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  step_fn = parallel.data_parallel_step(config.parallel)
+  step_fn = parallel.data_parallel_step(
+      config.parallel, guard_nonfinite(skip=config.nonfinite == "skip"))
   log.info("training on %d device(s) (parallel=%s), %d process(es)", step_fn.num_devices,
            config.parallel, jax.process_count())
   state = step_fn.replicate(create_state_from_config(config, init_key))
@@ -247,6 +250,23 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   def save_checkpoint(step: int):
     checkpointer.save(step, state, {"data_position": data_position, "config": config_json})
 
+  unchecked: list[jax.Array] = []  # nonfinite flags of the steps not checked yet
+
+  def check_finite(step: int) -> None:
+    """With nonfinite=stop: raises DivergedError if a step since the last check diverged."""
+    flags = np.asarray(jax.device_get(unchecked))
+    first = step - len(flags) + 1 + int(np.argmax(flags > 0)) if flags.any() else None
+    unchecked.clear()
+    if first is not None and config.nonfinite == "skip":
+      log.warning("dropped %d non-finite update(s) in steps %d-%d", int(flags.sum()), first, step)
+    if first is not None and config.nonfinite == "stop":
+      saved = [s for s in checkpointer.all_steps() if s < first]
+      good = (f"the last good checkpoint is step {saved[-1]} in {checkpointer.directory}"
+              if saved else "no checkpoint was saved before it")
+      raise DivergedError(f"training diverged: a non-finite loss, gradient or parameter at step "
+                          f"{first}; {good}. Lower the learning rates, or set "
+                          "config.nonfinite=skip to drop such updates")
+
   last: dict[str, float] = {}
   if start >= config.num_steps:
     log.info("already trained to step %d (num_steps=%d): nothing to do", start, config.num_steps)
@@ -262,16 +282,19 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
         state, metrics = step_fn.sharded(state, batch, train_key)
         data_position += 1
         pending.append(metrics)
+        unchecked.append(metrics["nonfinite"])
         if step == start + 1:  # time steady-state steps only: the first one compiled
           jax.block_until_ready(metrics)
           t_last, step_last = time.perf_counter(), step
         if step % config.log_every == 0 or step == config.num_steps:
+          check_finite(step)
           means = jax.device_get(jax.tree.map(lambda *m: sum(m) / len(m), *pending))
-          pending = []
           now = time.perf_counter()
           steps_per_s = (step - step_last) / (now - t_last) if step > step_last else 0.0
           t_last, step_last = now, step
           last = {k: float(v) for k, v in means.items()}
+          last["nonfinite"] *= len(pending)  # a count, not a mean
+          pending = []
           last.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * config.batch_size,
                       bad_images=pipeline.num_bad)
           writer.scalars(step, last)
@@ -285,6 +308,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
         preempted = stop.received or (
             jax.process_count() > 1 and checkpointer.manager.reached_preemption(step))
         if step % config.checkpoint_every == 0 or step == config.num_steps or preempted:
+          check_finite(step)  # never save a diverged state
           save_checkpoint(step)
         if preempted:
           log.warning("stopped by %s at step %d: checkpoint saved; run the same command again to "

@@ -217,3 +217,26 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path,
   (kept,) = (tmp_path / "corrupt_checkpoints").iterdir()  # the damaged one is kept aside
   assert kept.name.startswith("6-")
   assert steps_logged(tmp_path) == [2, 4, 6, 8]
+
+
+def test_divergence_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
+  base = ["--config=experiments/configs/celeba.py:smoke", f"--workdir={tmp_path}"]
+  assert run_cli("experiments.celeba", *base, "--config.num_steps=3").returncode == 0
+  # Resume with an absurd learning rate: params explode to inf/NaN within two steps.
+  r = run_cli("experiments.celeba", *base, "--config.num_steps=9", "--config.optimizer.d_lr=1e30",
+              "--config.optimizer.g_lr=1e30")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  match = re.search(r"error: training diverged: a non-finite loss, gradient or parameter at step "
+                    r"(\d+); the last good checkpoint is step 3 in ", r.stderr)
+  assert match and 4 <= int(match.group(1)) <= 6, r.stderr[-2000:]
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [3]  # no NaN saved
+
+  r = run_cli("experiments.celeba", *base, "--config.num_steps=7", "--config.optimizer.d_lr=1e30",
+              "--config.optimizer.g_lr=1e30", "--config.nonfinite=skip")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "dropped" in r.stderr and "non-finite update(s)" in r.stderr
+  logged = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert sum(e["nonfinite"] for e in logged if e["step"] > 3) >= 1
+  state, _ = restored_state(tmp_path, smoke(num_steps=7))
+  assert int(state.step) == 7
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))

@@ -225,3 +225,18 @@ def test_learns_a_ring_of_eight_gaussians():
   covered = len(set(dist.argmin(1)[near]))
   assert near.mean() >= 0.5, f"only {near.mean():.1%} of samples are within 0.1 of a mode"
   assert covered >= 6, f"only {covered} of 8 modes covered"
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_guard_flags_a_planted_nan_and_can_drop_the_update(skip):
+  state = tiny_dcgan_state()
+  step = jax.jit(jaxgan.guard_nonfinite(skip=skip))
+  good, metrics = step(state, {"image": images(0)}, jax.random.key(0))
+  assert float(metrics["nonfinite"]) == 0.0
+  poisoned = images(1).at[3, 2, 2, 0].set(jnp.nan)  # one NaN pixel
+  new, metrics = step(good, {"image": poisoned}, jax.random.key(0))
+  assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 2
+  params_finite = all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(new.d_params))
+  assert params_finite == skip
+  if skip:  # the update was dropped: everything but the step is as before
+    assert_trees_equal(new.replace(step=good.step), good)

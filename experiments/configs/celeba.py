@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.cache_dir = ""  # one-time decoded-image cache (.npy, memory-mapped); "" = off
   c.data.max_bad_fraction = 0.01  # stop when more unreadable images than this
 
+  c.nonfinite = "stop"  # stop | skip: on a NaN/inf loss, gradient or parameter
   c.parallel = "jit"  # jit (mesh over all devices) | pmap | none (one device)
   c.multihost = "auto"  # auto | on | off: call jax.distributed.initialize() (TPU pods: on)
 
