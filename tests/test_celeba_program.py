@@ -240,3 +240,39 @@ def test_divergence_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
   state, _ = restored_state(tmp_path, smoke(num_steps=7))
   assert int(state.step) == 7
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+  flags = ["--config=experiments/configs/celeba.py:smoke", "--config.num_steps=10",
+           "--config.log_every=1", "--config.checkpoint_every=4", "--config.sample_every=5"]
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.celeba", *flags,
+                           f"--workdir={killed}"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+  try:
+    for line in proc.stderr:
+      if "step 6/10" in line and (killed / "checkpoints" / "4").is_dir():
+        proc.kill()  # SIGKILL: no cleanup of any kind
+        break
+    proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert steps_logged(killed)[-1] >= 6  # logged past the checkpoint before dying
+  r = run_cli("experiments.celeba", *flags, f"--workdir={killed}")
+  assert r.returncode == 0 and "resumed from step 4" in r.stderr, r.stderr[-2000:]
+  assert run_cli("experiments.celeba", *flags, f"--workdir={straight}").returncode == 0
+
+  def losses(workdir):
+    return [{k: v for k, v in json.loads(l).items() if k not in ("steps_per_s", "images_per_s")}
+            for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+  assert steps_logged(killed) == list(range(1, 11))  # no step logged twice
+  assert losses(killed) == losses(straight)
+  a, _ = restored_state(killed, smoke(num_steps=10))
+  b, _ = restored_state(straight, smoke(num_steps=10))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)  # bitwise
+  for name in ("step_00000010.png", "step_00000005.png"):
+    assert (killed / "samples" / name).read_bytes() == (straight / "samples" / name).read_bytes()
