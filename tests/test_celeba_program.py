@@ -112,8 +112,15 @@ def test_cli_smoke_run_and_sample(tmp_path):
      "error: data.path '/nonexistent/faces.zip' does not exist"),
     (["--config.batch_size=0"], "error: config.batch_size must be >= 1"),
     (["--config.no_such_key=1"], "error: unknown config key 'no_such_key'"),
+    (["--config.batch_size=12"], "error: config.batch_size: the global batch of 12 is not "
+     "divisible by the 8 devices"),  # conftest gives the subprocess 8 CPU devices
+    (["--config.data.source=folder", "--config.data.path={tmp}"], "error: no images"),
+    (["--config.data.source=tfds", "--config.data.name=mnist", "--config.data.data_dir={tmp}",
+      "--config.data.download=False"], "error: tfds dataset 'mnist' is not prepared"),
 ])
 def test_cli_bad_config_is_one_clear_line(tmp_path, args, message):
+  (tmp_path / "empty").mkdir()
+  args = [a.format(tmp=tmp_path / "empty") for a in args]
   r = run_cli("experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
               f"--workdir={tmp_path / 'w'}", *args, timeout=120)
   assert r.returncode != 0
@@ -276,3 +283,18 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(x, y)  # bitwise
   for name in ("step_00000010.png", "step_00000005.png"):
     assert (killed / "samples" / name).read_bytes() == (straight / "samples" / name).read_bytes()
+
+
+def test_program_skips_and_counts_corrupt_and_truncated_images(tmp_path):
+  from test_input_pipeline import write_images
+
+  write_images(tmp_path / "imgs", n=20, corrupt=2)
+  r = run_cli("experiments.celeba", "--config=experiments/configs/celeba.py:smoke",
+              f"--workdir={tmp_path / 'w'}", "--config.data.source=folder",
+              f"--config.data.path={tmp_path / 'imgs'}", "--config.data.crop=none",
+              "--config.data.max_bad_fraction=0.2", "--config.batch_size=8",
+              "--config.num_steps=6")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stderr.count("skipping unreadable image") == 2
+  assert json.loads((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()[-1])[
+      "bad_images"] == 2
