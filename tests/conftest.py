@@ -1,10 +1,21 @@
 """Test set-up: 8 simulated CPU devices (set before JAX initialises) and shared fixtures."""
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
+
+# One persistent compilation cache per test session, shared with the program's subprocesses:
+# they compile the same smoke model again and again (24 s -> 9 s per run). Fresh each session.
+_CACHE = tempfile.mkdtemp(prefix="jaxgan-test-xla-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import pytest  # noqa: E402
 
