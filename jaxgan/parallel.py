@@ -71,7 +71,12 @@ class DataParallelStep:
     self.num_devices = self.mesh.size
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
-    if kind == "pmap":
+    self.single_device = kind != "pmap" and self.num_devices == 1
+    if self.single_device:
+      # No sharding annotations: with them XLA:CPU compiles its SPMD pipeline, and the
+      # DCGAN-64 step takes 7.6 s instead of 3.9 s on one CPU device (measured here).
+      self._step = jax.jit(step_fn, donate_argnums=0)
+    elif kind == "pmap":
       self._step = jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
                             in_axes=(None, 0, None), out_axes=None, donate_argnums=0)
     else:
@@ -80,6 +85,11 @@ class DataParallelStep:
 
   def replicate(self, state: GANState) -> GANState:
     """The state, replicated on every device of the mesh (a no-op when it already is)."""
+    if self.single_device:
+      # Commit the state to the device like the batch: a committed batch with an
+      # uncommitted state made the DCGAN step 7.2 s instead of 4.1 s on CPU (measured here).
+      # A no-op for arrays already committed there.
+      return jax.device_put(state, self.mesh.devices.flat[0])
     leaf = state.step
     if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(self.replicated, leaf.ndim):
       return state
@@ -104,6 +114,8 @@ class DataParallelStep:
       if jax.process_count() > 1:
         return local
       return jax.device_put(local, NamedSharding(self.mesh, P(AXIS)))
+    if self.single_device:
+      return jax.device_put(dict(batch), self.mesh.devices.flat[0])
     return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x))
             for k, x in batch.items()}
 
