@@ -250,14 +250,20 @@ def test_divergence_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
-  flags = ["--config=experiments/configs/celeba.py:smoke", "--config.num_steps=10",
+  num_steps = 16
+  flags = ["--config=experiments/configs/celeba.py:smoke", f"--config.num_steps={num_steps}",
            "--config.log_every=1", "--config.checkpoint_every=4", "--config.sample_every=5"]
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, "-m", "experiments.celeba", *flags,
                            f"--workdir={killed}"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+  killed_at = None
   try:
     for line in proc.stderr:
-      if "step 6/10" in line and (killed / "checkpoints" / "4").is_dir():
+      # Checkpoints are written in the background, so "4" may appear a few steps after step 4:
+      # kill at the first logged step >= 6 once it exists (several steps before the run ends).
+      logged = re.search(rf"step (\d+)/{num_steps}", line)
+      if logged and int(logged[1]) >= 6 and (killed / "checkpoints" / "4").is_dir():
+        killed_at = int(logged[1])
         proc.kill()  # SIGKILL: no cleanup of any kind
         break
     proc.wait(timeout=60)
@@ -265,23 +271,25 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  assert proc.returncode == -signal.SIGKILL
+  assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed ({killed_at})"
   assert steps_logged(killed)[-1] >= 6  # logged past the checkpoint before dying
   r = run_cli("experiments.celeba", *flags, f"--workdir={killed}")
-  assert r.returncode == 0 and "resumed from step 4" in r.stderr, r.stderr[-2000:]
+  resumed = re.search(r"resumed from step (\d+)", r.stderr)
+  assert r.returncode == 0 and resumed, r.stderr[-2000:]
+  assert 4 <= int(resumed[1]) < killed_at and int(resumed[1]) % 4 == 0
   assert run_cli("experiments.celeba", *flags, f"--workdir={straight}").returncode == 0
 
   def losses(workdir):
     return [{k: v for k, v in json.loads(l).items() if k not in ("steps_per_s", "images_per_s")}
             for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
-  assert steps_logged(killed) == list(range(1, 11))  # no step logged twice
+  assert steps_logged(killed) == list(range(1, num_steps + 1))  # no step logged twice
   assert losses(killed) == losses(straight)
-  a, _ = restored_state(killed, smoke(num_steps=10))
-  b, _ = restored_state(straight, smoke(num_steps=10))
+  a, _ = restored_state(killed, smoke(num_steps=num_steps))
+  b, _ = restored_state(straight, smoke(num_steps=num_steps))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)  # bitwise
-  for name in ("step_00000010.png", "step_00000005.png"):
+  for name in (f"step_{num_steps:08d}.png", "step_00000005.png", "step_00000010.png"):
     assert (killed / "samples" / name).read_bytes() == (straight / "samples" / name).read_bytes()
 
 
