@@ -351,6 +351,14 @@ class ImagePipeline:
     start = j * self.global_batch_size + self.process_index * self.local_batch_size
     return self._perm[start:start + self.local_batch_size]
 
+  def images(self, indices) -> np.ndarray:
+    """uint8 [n, S, S, C]: the readable images among source `indices`, in order (unreadable
+    ones are skipped, counted in `num_bad` and reported)."""
+    loaded = [im for im in self._pool.map(self._load, indices) if im is not None]
+    if not loaded:
+      return np.zeros((0, self.image_size, self.image_size, self.channels), np.uint8)
+    return np.stack(loaded)
+
   def batch(self, t: int) -> dict[str, np.ndarray]:
     """This process's rows of global batch `t`: {"image": float32 [B_local, S, S, C] in [-1, 1]}."""
     images = list(self._pool.map(self._load_good, self._indices(t)))

@@ -56,12 +56,14 @@ class MetricWriter:
     self.path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
     self._jsonl = open(self.path, "a", encoding="utf-8")
 
-  def scalars(self, step: int, values: Mapping[str, float]) -> None:
+  def scalars(self, step: int, values: Mapping[str, float], jsonl: bool = True) -> None:
+    """Logs `values` at `step` to TensorBoard, and to metrics.jsonl unless `jsonl=False`."""
     if not self.enabled:
       return
     values = {k: float(v) for k, v in values.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
-    self._jsonl.flush()
+    if jsonl:
+      self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
+      self._jsonl.flush()
     for k, v in values.items():
       self._tb.add_scalar(k, v, int(step))
 

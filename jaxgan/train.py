@@ -255,9 +255,10 @@ def guard_nonfinite(step_fn=train_step, *, skip: bool = False):
   return guarded
 
 
-def generate(state: GANState, z: jax.Array) -> jax.Array:
-  """G(z) in inference mode (BatchNorm running statistics), EMA parameters when present."""
-  params = state.g_params if state.g_ema_params is None else state.g_ema_params
+def generate(state: GANState, z: jax.Array, use_ema: bool = True) -> jax.Array:
+  """G(z) in inference mode (BatchNorm running statistics), EMA parameters when present
+  (and `use_ema`)."""
+  params = state.g_params if state.g_ema_params is None or not use_ema else state.g_ema_params
   return state.generator.apply({"params": params, "batch_stats": state.g_batch_stats}, z,
                                train=False)
 

@@ -10,6 +10,7 @@ batch), `metrics.jsonl`, `tensorboard/` and `config.json`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import pathlib
@@ -24,7 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgan import input_pipeline, losses, models, parallel, summary
+from jaxgan import evaluation, input_pipeline, losses, models, parallel, summary
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import UPSAMPLE_IMPLS
@@ -106,6 +107,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"config.parallel={config.parallel!r} is unknown; choose one of {', '.join(parallel.KINDS)}")
   _check(config.multihost in ("auto", "on", "off"),
          f"config.multihost={config.multihost!r} is unknown; choose auto, on or off")
+  eval_every = config.get("eval_every", 0)
+  _check(_is_int(eval_every) and eval_every >= 0,
+         f"config.eval_every must be an integer >= 0 (0 = never), got {eval_every!r}")
+  if eval_every:
+    evaluation.validate_config(config.eval)
   try:
     parallel.check_batch_size(config.batch_size, config.parallel, config.n_critic)
   except ValueError as e:
@@ -206,6 +212,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dic
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, float]:
   is_main = jax.process_index() == 0
+  # Built first, so missing weights or reference data fail now, not hours into training.
+  evaluator = evaluation.Evaluator(config) if config.get("eval_every", 0) else None
   pipeline = make_pipeline(config)
   log.info("data: %d images, %d steps per epoch of %d", len(pipeline.source),
            pipeline.steps_per_epoch, config.batch_size)
@@ -249,6 +257,31 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
 
   def save_checkpoint(step: int):
     checkpointer.save(step, state, {"data_position": data_position, "config": config_json})
+
+  best_checkpointer = Checkpointer(workdir / "best", keep=1) if evaluator else None
+  generate_eval = (jax.jit(functools.partial(generate, use_ema=config.eval.ema))
+                   if evaluator else None)
+
+  def run_eval(step: int):
+    """eval/<step>.json, TensorBoard scalars, and best/ when the primary metric improved."""
+    ema = bool(config.eval.ema and state.g_ema_params is not None)
+    result = evaluator(lambda z: generate_eval(state, z), step, ema=ema)
+    key = evaluation.primary_metric(evaluator.network)
+    best_file = workdir / "eval" / "best.json"
+    best = json.loads(best_file.read_text()) if best_file.exists() else None
+    value = result["metrics"].get(key)
+    improved = value is not None and (best is None or best.get("metric") != key
+                                      or value < best["value"])
+    if improved:
+      best_checkpointer.save(step, state, {"data_position": data_position, "config": config_json,
+                                           "metric": key, "value": value})
+    if is_main:
+      evaluation.write_result(workdir, result)
+      writer.scalars(step, {f"eval/{k}": v for k, v in result["metrics"].items()}, jsonl=False)
+      log.info("%s (%.0fs)%s", evaluation.summary_line(result), result["seconds"],
+               f"; new best {key}, saved in {workdir / 'best'}" if improved else "")
+      if improved:
+        best_file.write_text(json.dumps({"step": step, "metric": key, "value": value}) + "\n")
 
   unchecked: list[jax.Array] = []  # nonfinite flags of the steps not checked yet
 
@@ -305,6 +338,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
                      _format_eta((config.num_steps - step) / steps_per_s) if steps_per_s else "?")
         if step % config.sample_every == 0 or step == config.num_steps:
           save_samples(step)
+        if evaluator and (step % config.eval_every == 0 or step == config.num_steps):
+          check_finite(step)  # never score (or keep as best) a diverged state
+          t_eval = time.perf_counter()
+          run_eval(step)
+          t_last += time.perf_counter() - t_eval  # img/s counts training time only
         preempted = stop.received or (
             jax.process_count() > 1 and checkpointer.manager.reached_preemption(step))
         if step % config.checkpoint_every == 0 or step == config.num_steps or preempted:
@@ -316,17 +354,20 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
           break
   finally:
     batches.close()
-    checkpointer.wait()
-    checkpointer.close()
+    for c in (checkpointer, best_checkpointer):
+      if c is not None:
+        c.wait()
+        c.close()
     writer.close()
   return last
 
 
-def load_generator(workdir: str | pathlib.Path, step: int | None = None):
-  """(generate, config) from a run's checkpoint: `generate(z)` maps [N, latent_dim] noise to images.
+def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema: bool = True):
+  """(generate, config) from a run's checkpoint: `generate(z)` maps [N, latent_dim] noise to
+  images in [-1, 1].
 
   Reads only G's parameters, BatchNorm statistics and EMA (no optimizer state);
-  uses the EMA parameters when the run kept them.
+  uses the EMA parameters when the run kept them (and `use_ema`).
   """
   directory = pathlib.Path(workdir).expanduser() / "checkpoints"
   if not directory.is_dir():
@@ -339,7 +380,7 @@ def load_generator(workdir: str | pathlib.Path, step: int | None = None):
   config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
   g = checkpointer.restore_generator(step)
   checkpointer.close()
-  params = g.get("g_ema_params") or g["g_params"]
+  params = (g.get("g_ema_params") if use_ema else None) or g["g_params"]
   variables = {"params": params, "batch_stats": g.get("g_batch_stats") or {}}
   module = make_generator(config)
   return jax.jit(lambda z: module.apply(variables, z, train=False)), config

@@ -17,6 +17,11 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
+# Weights, converted weights and reference features go to a per-session cache, never ~/.cache.
+os.environ["JAXGAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxgan-test-cache-")
+atexit.register(shutil.rmtree, os.environ["JAXGAN_CACHE_DIR"], ignore_errors=True)
+os.environ.pop("JAXGAN_FID_WEIGHTS", None)
+
 import pytest  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"

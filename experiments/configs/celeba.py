@@ -8,6 +8,8 @@ offline on a fresh machine in well under a minute.
 
 import ml_collections
 
+from jaxgan import evaluation
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -56,6 +58,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample_every = 1000
   c.checkpoint_every = 2000
   c.keep_checkpoints = 3
+
+  # Evaluation: every `eval_every` steps (0 = never) write eval/<step>.json with FID, KID, IS,
+  # precision/recall, log them to TensorBoard and keep the best checkpoint (by FID) in best/.
+  # Keys of `eval`: see jaxgan.evaluation.default_config (features, weights, num_samples, ...).
+  c.eval_every = 0
+  c.eval = evaluation.default_config()
 
   if arg == "smoke":
     c.batch_size = 16
