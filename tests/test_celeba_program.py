@@ -24,9 +24,9 @@ from jaxgan.errors import ConfigError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_cli(module, *args, timeout=300):
+def run_cli(module, *args, timeout=300, env=None):
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout)
+                        text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def smoke(**overrides):

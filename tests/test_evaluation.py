@@ -2,6 +2,7 @@
 
 import json
 import logging
+import pathlib
 
 import jax
 import numpy as np
@@ -14,7 +15,7 @@ from jaxgan.errors import ConfigError
 from feature_nets import tiny
 from test_celeba_program import run_cli, smoke
 
-TINY = "feature_nets:tiny"  # tests/ is on sys.path in-process; the CLI gets tests.feature_nets
+TINY = "feature_nets:tiny"  # importable: tests/ is on sys.path here, and on the CLI's PYTHONPATH
 
 
 def eval_config(tmp_path, **overrides):
@@ -46,7 +47,8 @@ def test_training_evaluates_logs_and_keeps_the_best_checkpoint(tmp_path, caplog)
   assert "computing reference features of 64 images" in caplog.text
 
   # The program scores a checkpoint the same way: same noise, same network, cached reference.
-  r = run_cli("experiments.evaluate", f"--workdir={workdir}", "--features=tests.feature_nets:tiny")
+  r = run_cli("experiments.evaluate", f"--workdir={workdir}", f"--features={TINY}",
+              env={"PYTHONPATH": str(pathlib.Path(__file__).parent)})
   assert r.returncode == 0, r.stderr[-2000:]
   assert "from the cache" in r.stderr and "eval step 6: fd_tiny" in r.stdout
   again = json.loads((workdir / "eval" / "6.json").read_text())
