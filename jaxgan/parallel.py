@@ -42,7 +42,7 @@ AXIS = "data"
 StepFn = Callable[..., tuple[GANState, dict]]
 
 
-def check_batch_size(global_batch_size: int, kind: str, n_critic: int = 1) -> None:
+def check_batch_size(global_batch_size: int, kind: str, n_critic: int = 1, pack: int = 1) -> None:
   """ValueError (before any compile) unless the global batch splits evenly over the devices."""
   if kind not in KINDS:
     raise ValueError(f"unknown data-parallel kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -51,9 +51,11 @@ def check_batch_size(global_batch_size: int, kind: str, n_critic: int = 1) -> No
   if global_batch_size % processes:
     raise ValueError(f"the global batch of {global_batch_size} is not divisible by the "
                      f"{processes} processes; use a multiple of {processes}")
-  if global_batch_size % (devices * n_critic):
+  unit = devices * n_critic * pack
+  if global_batch_size % unit:
     raise ValueError(f"the global batch of {global_batch_size} is not divisible by the {devices} "
-                     f"devices x n_critic={n_critic}; use a multiple of {devices * n_critic}")
+                     f"devices x n_critic={n_critic}" + (f" x pack={pack}" if pack > 1 else "")
+                     + f"; use a multiple of {unit}")
 
 
 class DataParallelStep:

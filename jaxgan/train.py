@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxgan import losses
+from jaxgan import augment as augment_lib
+from jaxgan import losses, regularizers, rng
 
 PyTree = Any
 
@@ -42,6 +43,23 @@ class GANState(struct.PyTreeNode):
   n_critic: int = struct.field(pytree_node=False, default=1)
   ema_decay: float | None = struct.field(pytree_node=False, default=None)
   g_ema_params: PyTree = None  # an EMA of g_params when ema_decay is set, else None
+  ema_start: int = struct.field(pytree_node=False, default=0)
+  gp_weight: float = struct.field(pytree_node=False, default=0.0)
+  r1_gamma: float = struct.field(pytree_node=False, default=0.0)
+  r1_interval: int = struct.field(pytree_node=False, default=1)
+  weight_clip: float = struct.field(pytree_node=False, default=0.0)
+  augment: tuple[str, ...] = struct.field(pytree_node=False, default=())
+  pack: int = struct.field(pytree_node=False, default=1)
+
+
+def pack_samples(x: jax.Array, pack: int) -> jax.Array:
+  """PacGAN packing: [B, ..., C] -> [B / pack, ..., pack * C], consecutive samples joined
+  along the last (channel/feature) axis, so D judges `pack` samples at once."""
+  if pack == 1:
+    return x
+  b, *rest = x.shape
+  x = x.reshape(b // pack, pack, *rest)
+  return jnp.moveaxis(x, 1, -2).reshape(b // pack, *rest[:-1], pack * rest[-1])
 
 
 def _init_variables(module: nn.Module, key: jax.Array, x: jax.Array) -> PyTree:
@@ -61,7 +79,9 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  g_optimizer: optax.GradientTransformation,
                  d_optimizer: optax.GradientTransformation, latent_dim: int,
                  data_shape: Sequence[int], loss: str = "non_saturating", n_critic: int = 1,
-                 ema_decay: float | None = None) -> GANState:
+                 ema_decay: float | None = None, ema_start: int = 0, gp_weight: float = 0.0,
+                 r1_gamma: float = 0.0, r1_interval: int = 1, weight_clip: float = 0.0,
+                 augment: str | Sequence[str] = (), pack: int = 1) -> GANState:
   """Initialises both networks and their optimizers.
 
   Args:
@@ -72,7 +92,15 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     loss: one of `jaxgan.losses.LOSSES`.
     n_critic: discriminator updates per generator update.
     ema_decay: when set, `g_ema_params` tracks an exponential moving average of
-      G's parameters, used by `sample`.
+      G's parameters, used by `sample` and evaluation.
+    ema_start: the EMA copies G's parameters until this step, then averages.
+    gp_weight: weight of the WGAN-GP gradient penalty in D's loss (0 = off).
+    r1_gamma: R1 penalty gamma / 2 * E||grad D(x_real)||^2 in D's loss (0 = off).
+    r1_interval: apply R1 every this many steps, weighted by it (lazy R1).
+    weight_clip: clip D's parameters to [-c, c] after each update (WGAN; 0 = off).
+    augment: DiffAugment transforms ("color,translation,cutout") applied to
+      everything D sees, in both updates.
+    pack: PacGAN packing degree: D judges `pack` samples joined along channels.
   """
   losses.check_loss(loss)
   data_shape = tuple(int(d) for d in data_shape)
@@ -82,9 +110,19 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     raise ValueError(f"n_critic must be >= 1, got {n_critic}")
   if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
+  augment = augment_lib.parse_policy(augment) if isinstance(augment, str) else tuple(augment)
+  augment_lib.parse_policy(",".join(augment))
+  for name, value in (("gp_weight", gp_weight), ("r1_gamma", r1_gamma),
+                      ("weight_clip", weight_clip), ("ema_start", ema_start)):
+    if value < 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
+  if int(r1_interval) < 1 or int(pack) < 1:
+    raise ValueError(f"r1_interval and pack must be >= 1, got {r1_interval} and {pack}")
+  if augment and len(tuple(data_shape)) != 3:
+    raise ValueError(f"DiffAugment needs image data [H, W, C], but data_shape is {tuple(data_shape)}")
   g_key, d_key = jax.random.split(rng)
   z = jnp.zeros((1, latent_dim), jnp.float32)
-  x = jnp.zeros((1, *data_shape), jnp.float32)
+  x = pack_samples(jnp.zeros((int(pack), *data_shape), jnp.float32), int(pack))
   g_out = jax.eval_shape(lambda: generator.init_with_output(g_key, z, train=False)[0])
   if tuple(g_out.shape[1:]) != data_shape:
     raise ValueError(f"the generator makes samples of shape {tuple(g_out.shape[1:])} but "
@@ -102,7 +140,10 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       g_optimizer=g_optimizer, d_optimizer=d_optimizer,
       loss=loss, latent_dim=int(latent_dim), data_shape=data_shape, n_critic=int(n_critic),
       ema_decay=ema_decay,
-      g_ema_params=jax.tree.map(jnp.copy, g_params) if ema_decay is not None else None)
+      g_ema_params=jax.tree.map(jnp.copy, g_params) if ema_decay is not None else None,
+      ema_start=int(ema_start), gp_weight=float(gp_weight), r1_gamma=float(r1_gamma),
+      r1_interval=int(r1_interval), weight_clip=float(weight_clip), augment=augment,
+      pack=int(pack))
 
 
 def _with_axis_name(module: nn.Module, axis_name: str | None) -> tuple[nn.Module, bool]:
@@ -127,11 +168,8 @@ def latents(key: jax.Array, num: int, latent_dim: int, axis_name: str | None = N
   Under `axis_name` each device takes its slice of the noise for the whole
   global batch, so the noise does not depend on how the batch is split.
   """
-  if axis_name is None:
-    return jax.random.normal(key, (num, latent_dim), jnp.float32)
-  total = num * jax.lax.axis_size(axis_name)
-  z = jax.random.normal(key, (total, latent_dim), jnp.float32)
-  return jax.lax.dynamic_slice_in_dim(z, jax.lax.axis_index(axis_name) * num, num)
+  return rng.draw(lambda k, n: jax.random.normal(k, (n, latent_dim), jnp.float32), key, num,
+                  axis_name)
 
 
 def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> jax.Array:
@@ -145,6 +183,9 @@ def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> jax.Array:
   if real.shape[0] % state.n_critic:
     raise ValueError(f"batch size {real.shape[0]} is not divisible by n_critic={state.n_critic}: "
                      "each step feeds n_critic discriminator updates from one batch")
+  if (real.shape[0] // state.n_critic) % state.pack:
+    raise ValueError(f"batch size {real.shape[0]} / n_critic={state.n_critic} is not divisible by "
+                     f"pack={state.pack}: D judges packs of {state.pack} samples")
   return real
 
 
@@ -180,17 +221,35 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   # contiguous split of the batch over devices or processes gives the same global chunks.
   reals = real.reshape(per_update, state.n_critic, *state.data_shape)
 
+  extra_key = jax.random.fold_in(key, 7)  # augmentation and penalties; z keys stay as they were
+
+  def d_input(x, k):
+    """What D sees of samples x: DiffAugment-ed (if on), then packed (if on)."""
+    if state.augment:
+      x = augment_lib.diff_augment(x, k, state.augment, axis_name)
+    return pack_samples(x, state.pack)
+
+  apply_r1 = state.r1_gamma > 0 and (state.step % state.r1_interval == 0)
+
   def d_update(carry, inputs):
     d_params, d_batch_stats, d_opt_state = carry
     x, i = inputs
     z = latents(jax.random.fold_in(d_key, i), per_update, state.latent_dim, axis_name)
     fake, _ = _apply(generator, state.g_params, state.g_batch_stats, z)
     fake = jax.lax.stop_gradient(fake)
+    k_real, k_fake, k_gp = jax.random.split(jax.random.fold_in(extra_key, i), 3)
+    x, fake = d_input(x, k_real), d_input(fake, k_fake)
 
     def loss_fn(params):
       real_logits, stats = _apply(discriminator, params, d_batch_stats, x)
       fake_logits, stats = _apply(discriminator, params, stats, fake)
       loss = losses.discriminator_loss(state.loss, real_logits, fake_logits)
+      d_fn = lambda v: _apply(discriminator, params, d_batch_stats, v)[0]  # noqa: E731
+      if state.gp_weight > 0:  # the penalty's own BatchNorm statistics are discarded
+        loss += state.gp_weight * regularizers.gradient_penalty(d_fn, x, fake, k_gp, axis_name)
+      if state.r1_gamma > 0:  # lazy: every r1_interval steps, weighted by the interval
+        loss += 0.5 * state.r1_gamma * state.r1_interval * jax.lax.cond(
+            apply_r1, lambda: regularizers.r1_penalty(d_fn, x), lambda: jnp.zeros(()))
       return loss, (stats, real_logits, fake_logits)
 
     (loss, (stats, real_logits, fake_logits)), grads = jax.value_and_grad(
@@ -198,6 +257,8 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     grads = sync(grads)
     updates, d_opt_state = state.d_optimizer.update(grads, d_opt_state, d_params)
     d_params = optax.apply_updates(d_params, updates)
+    if state.weight_clip > 0:
+      d_params = regularizers.clip_weights(d_params, state.weight_clip)
     metrics = {"d_loss": loss, "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
                "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
                "d_grad_norm": optax.tree.norm(grads)}
@@ -214,9 +275,11 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
 
   z = latents(g_key, per_update, state.latent_dim, axis_name)
 
+  g_aug_key = jax.random.fold_in(extra_key, state.n_critic)
+
   def g_loss_fn(params):
     fake, stats = _apply(generator, params, state.g_batch_stats, z)
-    fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, fake)
+    fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key))
     return losses.generator_loss(state.loss, fake_logits), stats
 
   (g_loss, g_batch_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
@@ -224,8 +287,9 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   updates, g_opt_state = state.g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
   g_ema_params = state.g_ema_params
-  if g_ema_params is not None:
-    g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - state.ema_decay)
+  if g_ema_params is not None:  # a copy of G until ema_start, an average from then on
+    decay = jnp.where(state.step < state.ema_start, 0.0, state.ema_decay)
+    g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
 
   metrics = sync({**d_metrics, "g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)})
   new_state = state.replace(

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxgan import augment as augment_lib
 from jaxgan import evaluation, input_pipeline, losses, models, parallel, summary
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
@@ -78,6 +79,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"config.batch_size={config.batch_size} must be divisible by "
          f"config.n_critic={config.n_critic} (each D update takes batch_size/n_critic images)")
   _check(0.0 <= config.ema_decay < 1.0, f"config.ema_decay must be in [0, 1), got {config.ema_decay}")
+  for key in ("ema_start", "gp_weight", "r1_gamma", "weight_clip"):
+    _check(config.get(key, 0) >= 0, f"config.{key} must be >= 0, got {config.get(key)}")
+  for key in ("r1_interval", "pack"):
+    _check(_is_int(config.get(key, 1)) and config.get(key, 1) >= 1,
+           f"config.{key} must be an integer >= 1, got {config.get(key)!r}")
+  try:
+    augment_lib.parse_policy(config.get("augment", ""))
+  except ValueError as e:
+    raise ConfigError(f"config.augment: {e}") from None
   m = config.model
   _check(m.name in MODELS, f"config.model.name={m.name!r} is unknown; choose one of {MODELS}")
   size = m.image_size
@@ -113,7 +123,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if eval_every:
     evaluation.validate_config(config.eval)
   try:
-    parallel.check_batch_size(config.batch_size, config.parallel, config.n_critic)
+    parallel.check_batch_size(config.batch_size, config.parallel, config.n_critic,
+                              config.get("pack", 1))
   except ValueError as e:
     raise ConfigError(f"config.batch_size: {e} (or set config.parallel=none)") from None
 
@@ -135,7 +146,11 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       g_optimizer=optax.adam(o.g_lr, b1=o.b1, b2=o.b2),
       d_optimizer=optax.adam(o.d_lr, b1=o.b1, b2=o.b2),
       latent_dim=config.latent_dim, data_shape=(size, size, ch), loss=config.loss,
-      n_critic=config.n_critic, ema_decay=config.ema_decay or None)
+      n_critic=config.n_critic, ema_decay=config.ema_decay or None,
+      ema_start=config.get("ema_start", 0), gp_weight=config.get("gp_weight", 0.0),
+      r1_gamma=config.get("r1_gamma", 0.0), r1_interval=config.get("r1_interval", 1),
+      weight_clip=config.get("weight_clip", 0.0), augment=config.get("augment", ""),
+      pack=config.get("pack", 1))
 
 
 def make_pipeline(config: ml_collections.ConfigDict) -> input_pipeline.ImagePipeline:
@@ -161,7 +176,7 @@ def _format_eta(seconds: float) -> str:
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
-_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay")
+_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay", "pack")
 
 
 class _StopSignals:

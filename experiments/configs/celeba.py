@@ -20,6 +20,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_critic = 1
   c.latent_dim = 100
   c.ema_decay = 0.0  # 0 disables the EMA of G; e.g. 0.999 enables it
+  c.ema_start = 0  # the EMA copies G until this step, then averages
+
+  # Remedies for mode collapse and instability (all off by default = the DCGAN baseline).
+  c.gp_weight = 0.0  # WGAN-GP gradient penalty weight (e.g. 10 with loss=wasserstein)
+  c.r1_gamma = 0.0  # R1 penalty gamma (e.g. 0.2-10)
+  c.r1_interval = 1  # lazy R1: every N steps, weighted by N (StyleGAN2 uses 16)
+  c.weight_clip = 0.0  # clip D's weights to [-c, c] (original WGAN: 0.01)
+  c.augment = ""  # DiffAugment transforms for D, e.g. "color,translation,cutout"
+  c.pack = 1  # PacGAN: D judges packs of this many samples
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "dcgan"

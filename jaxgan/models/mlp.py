@@ -31,12 +31,17 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-  """samples [B, ...] -> logits [B]; hidden layers LeakyReLU(0.2)."""
+  """samples [B, ...] -> logits [B]; hidden layers LeakyReLU(0.2), or maxout units
+  (the max of `maxout` linear pieces, Goodfellow et al. 2013) when `maxout` > 1."""
   hidden_dims: Sequence[int] = (128, 128, 128)
+  maxout: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     x = x.reshape(x.shape[0], -1)
     for width in self.hidden_dims:
-      x = nn.leaky_relu(nn.Dense(width)(x), 0.2)
+      if self.maxout > 1:
+        x = nn.Dense(width * self.maxout)(x).reshape(x.shape[0], width, self.maxout).max(-1)
+      else:
+        x = nn.leaky_relu(nn.Dense(width)(x), 0.2)
     return nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)

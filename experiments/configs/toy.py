@@ -1,0 +1,54 @@
+"""The 2-D mixture benchmark (PacGAN protocol): `python -m experiments.toy`.
+
+    --config=experiments/configs/toy.py:ring   8 Gaussians on the unit circle, std 0.01
+    --config=experiments/configs/toy.py:grid   25 Gaussians on {-4,-2,0,2,4}^2, std 0.05
+    --config=experiments/configs/toy.py:smoke  tiny and short (tests)
+
+Defaults are PacGAN's baseline: G = MLP 4x400 (BN + ReLU), z ~ N(0, I_2);
+D = MLP 3x200 maxout (5 pieces); Adam lr 1e-4, beta1 0.8; batch 100; 100k
+training points; 2,500 samples per evaluation; 10 seeds. `--config.pack=4` is PacGAN4.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.mixture = "ring"
+  c.seed = 0
+  c.num_seeds = 10
+  c.num_train = 100_000
+  c.batch_size = 100
+  c.num_steps = 20_000
+  c.eval_every = 2_000
+  c.eval_samples = 2_500
+  c.latent_dim = 2
+  c.loss = "non_saturating"
+  c.g_hidden = (400, 400, 400, 400)
+  c.g_batch_norm = True
+  c.d_hidden = (200, 200, 200)
+  c.d_maxout = 5
+  c.g_lr = 1e-4
+  c.d_lr = 1e-4
+  c.b1 = 0.8
+  c.b2 = 0.999
+  c.n_critic = 1
+  c.pack = 1
+  c.ema_decay = 0.0
+  c.ema_start = 0
+  c.gp_weight = 0.0
+  c.r1_gamma = 0.0
+  c.r1_interval = 1
+  if arg in ("ring", "grid"):
+    c.mixture = arg
+  elif arg == "smoke":
+    c.num_seeds = 2
+    c.num_train = 1_000
+    c.num_steps = 40
+    c.eval_every = 20
+    c.eval_samples = 200
+    c.g_hidden = (32, 32)
+    c.d_hidden = (32, 32)
+  elif arg not in (None, ""):
+    raise ValueError(f"unknown config variant {arg!r}; use toy.py:ring, toy.py:grid or toy.py:smoke")
+  return c

@@ -1,0 +1,125 @@
+"""`python -m experiments.toy`: the 2-D mixture mode-collapse benchmark, all seeds at once.
+
+Every seed's GAN is trained in one jitted program: the step is `vmap`-ed over
+seeds and `lax.scan`-ned over `eval_every` steps, so 10 seeds cost little more
+than one. After each chunk, `eval_samples` samples per seed are scored with
+`jaxgan.mixtures.mode_metrics`. The workdir gets `metrics.jsonl` (one line per
+evaluation: means and per-seed values), `results.json` (the final means and
+per-seed values) and `samples_seed0.png` (seed 0's samples over the modes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from PIL import Image, ImageDraw
+
+from jaxgan import mixtures, models
+from jaxgan.errors import ConfigError
+from jaxgan.train import GANState, create_state, generate, latents, train_step
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+  if c.mixture not in mixtures.MIXTURES:
+    raise ConfigError(f"config.mixture={c.mixture!r} is unknown; choose one of "
+                      f"{', '.join(mixtures.MIXTURES)}")
+  for key in ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every", "eval_samples",
+              "latent_dim", "n_critic", "pack", "d_maxout", "r1_interval"):
+    value = c[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
+  if c.num_steps % c.eval_every:
+    raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
+                      f"config.eval_every={c.eval_every}")
+  if (c.batch_size // c.n_critic) % c.pack or c.batch_size % c.n_critic:
+    raise ConfigError(f"config.batch_size={c.batch_size} must be divisible by n_critic x pack = "
+                      f"{c.n_critic * c.pack}")
+
+
+def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
+  """One seed's GAN: PacGAN's MLPs (G: BN + ReLU, D: maxout) and Adam."""
+  return create_state(
+      key,
+      generator=models.MLPGenerator(data_shape=(2,), hidden_dims=tuple(c.g_hidden),
+                                    batch_norm=c.g_batch_norm),
+      discriminator=models.MLPDiscriminator(hidden_dims=tuple(c.d_hidden), maxout=c.d_maxout),
+      g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
+      d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
+      latent_dim=c.latent_dim, data_shape=(2,), loss=c.loss, n_critic=c.n_critic,
+      ema_decay=c.ema_decay or None, ema_start=c.ema_start, gp_weight=c.gp_weight,
+      r1_gamma=c.r1_gamma, r1_interval=c.r1_interval, pack=c.pack)
+
+
+def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int = 480) -> None:
+  """A scatter plot of `samples` (blue) over the modes (red crosses), as a PNG."""
+  lim = float(np.abs(modes).max()) * 1.35
+  image = Image.new("RGB", (size, size), "white")
+  draw = ImageDraw.Draw(image)
+  to_px = lambda p: ((p[0] + lim) / (2 * lim) * size, (lim - p[1]) / (2 * lim) * size)  # noqa: E731
+  for x, y in map(to_px, samples):
+    draw.point((x, y), fill=(30, 80, 200))
+  for x, y in map(to_px, modes):
+    draw.line((x - 5, y, x + 5, y), fill=(220, 30, 30), width=2)
+    draw.line((x, y - 5, x, y + 5), fill=(220, 30, 30), width=2)
+  image.save(path)
+
+
+def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Trains `c.num_seeds` GANs on the mixture; returns (and writes) the results."""
+  validate_config(c)
+  workdir = pathlib.Path(workdir).expanduser()
+  workdir.mkdir(parents=True, exist_ok=True)
+  modes, std = mixtures.mixture(c.mixture)
+  seed_keys = jax.random.split(jax.random.key(c.seed), c.num_seeds)
+  init_keys, data_keys, train_keys, eval_keys = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
+      seed_keys) for i in range(4))
+  states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(init_keys)
+  data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(data_keys)
+
+  def train_chunk(state, points, key):
+    def body(state, _):
+      idx = jax.random.randint(jax.random.fold_in(key, state.step), (c.batch_size,), 0,
+                               c.num_train)
+      return train_step(state, {"image": points[idx]}, key)
+
+    state, metrics = jax.lax.scan(body, state, None, length=c.eval_every)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  def draw(state, key):
+    return generate(state, latents(key, c.eval_samples, c.latent_dim))
+
+  train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
+  draw_fn = jax.jit(jax.vmap(draw))
+  (workdir / "metrics.jsonl").write_text("")
+  t0 = time.perf_counter()
+  for done in range(c.eval_every, c.num_steps + 1, c.eval_every):
+    states, losses = train_fn(states, data, train_keys)
+    samples = np.asarray(draw_fn(states, eval_keys))
+    per_seed = [mixtures.mode_metrics(s, modes, std) for s in samples]
+    means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+    entry = {"step": done, **means, "d_loss": float(jnp.mean(losses["d_loss"])),
+             "g_loss": float(jnp.mean(losses["g_loss"])), "per_seed": per_seed,
+             "seconds": round(time.perf_counter() - t0, 1)}
+    with open(workdir / "metrics.jsonl", "a") as f:
+      f.write(json.dumps(entry) + "\n")
+    log.info("step %d/%d | modes %.2f/%d hq %.1f%% reverse KL %.3f | d_loss %.3f g_loss %.3f | "
+             "%.0fs", done, c.num_steps, means["modes"], len(modes), 100 * means["hq"],
+             means["reverse_kl"], entry["d_loss"], entry["g_loss"], entry["seconds"])
+  plot(samples[0], modes, workdir / "samples_seed0.png")
+  results = {"mixture": c.mixture, "num_modes": len(modes), **means, "num_seeds": c.num_seeds,
+             "per_seed": per_seed, "num_steps": c.num_steps, "eval_samples": c.eval_samples,
+             "seconds": round(time.perf_counter() - t0, 1),
+             "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
+             "config": json.loads(c.to_json_best_effort())}
+  (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  return results

@@ -1,0 +1,63 @@
+"""The 2-D mixture benchmark: data, the mode metrics, and experiments.toy end to end."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgan import mixtures
+from jaxgan.models import MLPDiscriminator
+
+from test_celeba_program import run_cli
+
+
+def test_mixtures_are_the_published_ones():
+  ring, std = mixtures.mixture("ring")
+  assert std == 0.01 and ring.shape == (8, 2)
+  np.testing.assert_allclose(np.linalg.norm(ring, axis=1), 1.0)
+  assert len({tuple(np.round(m, 6)) for m in ring}) == 8  # 8 distinct angles, no repeated endpoint
+  grid, std = mixtures.mixture("grid")
+  assert std == 0.05 and grid.shape == (25, 2) and set(grid.ravel()) == {-4, -2, 0, 2, 4}
+  points = np.asarray(mixtures.sample(jax.random.key(0), grid, std, 5000))
+  perfect = mixtures.mode_metrics(points, grid, std)
+  # True samples: all modes, HQ = P(|N(0, I_2)| <= 3) = 1 - exp(-4.5) = 98.9%, KL near 0.
+  assert perfect["modes"] == 25 and perfect["reverse_kl"] < 0.01
+  assert perfect["hq"] == pytest.approx(1 - np.exp(-4.5), abs=0.005)
+  with pytest.raises(ValueError, match="unknown mixture 'spiral'"):
+    mixtures.mixture("spiral")
+
+
+def test_mode_metrics_of_collapsed_and_off_manifold_samples():
+  ring, std = mixtures.mixture("ring")
+  two_modes = np.concatenate([np.repeat(ring[:1], 30, 0), np.repeat(ring[1:2], 10, 0)])
+  m = mixtures.mode_metrics(np.concatenate([two_modes, [[0.0, 0.0]] * 10]), ring, std)
+  assert m["modes"] == 2 and m["hq"] == pytest.approx(0.8)
+  p = np.array([0.75, 0.25])
+  assert m["reverse_kl"] == pytest.approx(float(np.sum(p * np.log(8 * p))))
+  assert mixtures.mode_metrics(np.zeros((5, 2)), ring, std) == {
+      "modes": 0.0, "hq": 0.0, "reverse_kl": pytest.approx(np.log(8))}
+
+
+def test_maxout_discriminator_takes_the_max_of_its_pieces():
+  d = MLPDiscriminator(hidden_dims=(3,), maxout=5)
+  params = d.init(jax.random.key(0), np.zeros((1, 2)))
+  assert params["params"]["Dense_0"]["kernel"].shape == (2, 15)
+
+
+def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
+  r = run_cli("experiments.toy", "--config=experiments/configs/toy.py:smoke",
+              f"--workdir={tmp_path}", "--config.pack=2", "--config.num_seeds=3")
+  assert r.returncode == 0, r.stderr[-2000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["num_seeds"] == 3 and len(results["per_seed"]) == 3
+  assert results["config"]["pack"] == 2 and results["num_modes"] == 8
+  for key in ("modes", "hq", "reverse_kl"):
+    assert results[key] == pytest.approx(np.mean([s[key] for s in results["per_seed"]]))
+  assert len({json.dumps(s) for s in results["per_seed"]}) > 1 or results["modes"] == 0
+  assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+      20, 40]
+  assert (tmp_path / "samples_seed0.png").stat().st_size > 0
+  bad = run_cli("experiments.toy", "--config=experiments/configs/toy.py:smoke",
+                f"--workdir={tmp_path / 'b'}", "--config.eval_every=30")
+  assert bad.returncode == 2 and "must be a multiple of config.eval_every=30" in bad.stderr
