@@ -96,6 +96,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(m.channels in (1, 3), f"config.model.channels must be 1 or 3, got {m.channels}")
   _check(m.upsample in UPSAMPLE_IMPLS,
          f"config.model.upsample={m.upsample!r} is unknown; choose one of {UPSAMPLE_IMPLS}")
+  _check(isinstance(m.get("spectral_norm", False), bool),
+         f"config.model.spectral_norm must be true or false, got {m.get('spectral_norm')!r}")
   o = config.optimizer
   for k in ("g_lr", "d_lr"):
     _check(o[k] > 0, f"config.optimizer.{k} must be > 0, got {o[k]}")
@@ -126,7 +128,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     parallel.check_batch_size(config.batch_size, config.parallel, config.n_critic,
                               config.get("pack", 1))
   except ValueError as e:
-    raise ConfigError(f"config.batch_size: {e} (or set config.parallel=none)") from None
+    hint = (" (or set config.parallel=none)"
+            if config.parallel != "none" and jax.device_count() > 1 else "")
+    raise ConfigError(f"config.batch_size: {e}{hint}") from None
 
 
 def make_generator(config: ml_collections.ConfigDict) -> models.DCGANGenerator:
@@ -142,7 +146,8 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
   return create_state(
       rng,
       generator=make_generator(config),
-      discriminator=models.DCGANDiscriminator(image_size=size, channels=ch, ndf=m.ndf),
+      discriminator=models.DCGANDiscriminator(image_size=size, channels=ch, ndf=m.ndf,
+                                              spectral_norm=bool(m.get("spectral_norm", False))),
       g_optimizer=optax.adam(o.g_lr, b1=o.b1, b2=o.b2),
       d_optimizer=optax.adam(o.d_lr, b1=o.b1, b2=o.b2),
       latent_dim=config.latent_dim, data_shape=(size, size, ch), loss=config.loss,

@@ -121,3 +121,30 @@ def test_pmap_equals_one_device_with_gp_augment_and_pack():
   for i in range(2):
     assert_trees_close(jax.tree.map(lambda t: t[i], multi), single, rtol=1e-5, atol=1e-6)
     assert_trees_close(jax.tree.map(lambda t: t[i], m_multi), m_single, rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_norm_discriminator_divides_by_the_largest_singular_value():
+  d = jaxgan.models.DCGANDiscriminator(image_size=16, ndf=4, spectral_norm=True)
+  x = images(0, n=4)
+  variables = d.init(jax.random.key(0), x)
+  assert "BatchNorm_0" not in variables["params"]  # SN-DCGAN: no BatchNorm
+  stats = variables["batch_stats"]
+  power_step = jax.jit(lambda stats: d.apply({**variables, "batch_stats": stats}, x, train=True,
+                                             mutable=["batch_stats"])[1]["batch_stats"])
+  for _ in range(300):  # the power iteration runs once per training pass
+    stats = power_step(stats)
+  for i in range(3):
+    kernel = np.asarray(variables["params"][f"Conv_{i}"]["kernel"])
+    sigma = float(stats[f"SpectralNorm_{i}"][f"Conv_{i}/kernel/sigma"])
+    largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+    assert sigma == pytest.approx(largest, rel=1e-3)
+  # In the step: D's update advances the power iteration; inference leaves it alone.
+  state = jaxgan.create_state(
+      jax.random.key(0), generator=jaxgan.models.DCGANGenerator(image_size=16, ngf=4),
+      discriminator=d, g_optimizer=optax.adam(1e-3), d_optimizer=optax.adam(1e-3),
+      latent_dim=8, data_shape=(16, 16, 3), loss="hinge")
+  new_state, metrics = jax.jit(jaxgan.train_step)(state, {"image": x}, jax.random.key(1))
+  assert np.isfinite(float(metrics["d_loss"]))
+  before = state.d_batch_stats["SpectralNorm_1"]["Conv_1/kernel/u"]
+  after = new_state.d_batch_stats["SpectralNorm_1"]["Conv_1/kernel/u"]
+  assert not np.allclose(before, after)

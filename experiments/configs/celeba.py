@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.ngf = 64
   c.model.ndf = 64
   c.model.upsample = "subpixel"  # or "transpose": same parameters and outputs
+  c.model.spectral_norm = False  # SN-DCGAN discriminator: spectral norm instead of BatchNorm
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.g_lr = 2e-4

@@ -50,22 +50,35 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-  """images [B, image_size, image_size, channels] -> logits [B]."""
+  """images [B, image_size, image_size, channels] -> logits [B].
+
+  `spectral_norm=True` is the SN-DCGAN discriminator (Miyato et al. 2018): every
+  convolution divided by its spectral norm (`flax.linen.SpectralNorm`, one power
+  iteration per training pass, its vectors kept in `batch_stats`), and no BatchNorm.
+  """
   image_size: int = 64
   channels: int = 3
   ndf: int = 64
   axis_name: str | None = None
   dtype: jnp.dtype | None = None
+  spectral_norm: bool = False
+
+  def _conv(self, features, **kwargs):
+    conv = nn.Conv(features, (4, 4), use_bias=False, kernel_init=dcgan_kernel_init,
+                   dtype=self.dtype, **kwargs)
+    return nn.SpectralNorm(conv) if self.spectral_norm else conv
+
+  def _call(self, layer, x, train):
+    return layer(x, update_stats=train) if self.spectral_norm else layer(x)
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     n = num_stages(self.image_size)
     for k in range(n):
-      x = nn.Conv(self.ndf * 2 ** k, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                  use_bias=False, kernel_init=dcgan_kernel_init, dtype=self.dtype)(x)
-      if k > 0:  # no BatchNorm on the first layer
+      x = self._call(self._conv(self.ndf * 2 ** k, strides=(2, 2), padding=((1, 1), (1, 1))),
+                     x, train)
+      if k > 0 and not self.spectral_norm:  # no BatchNorm on the first layer
         x = batch_norm(train, self.axis_name, self.dtype, scale_init=dcgan_scale_init)(x)
       x = nn.leaky_relu(x, 0.2)
-    x = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=dcgan_kernel_init,
-                dtype=self.dtype)(x)
+    x = self._call(self._conv(1, padding="VALID"), x, train)
     return x.reshape(x.shape[0]).astype(jnp.float32)
