@@ -17,6 +17,7 @@ features are not FID/KID and not comparable with published numbers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -172,16 +173,16 @@ def reference_features(config: ml_collections.ConfigDict, network) -> Reference:
   return Reference(feats, {**protocol, "num_readable": len(feats)})
 
 
-@jax.jit
-def _noise(key: jax.Array, indices: jax.Array, template: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=2)
+def _noise(key: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Array:
   # Sample i's noise depends on (key, i) only: not on the batch size or the number of processes.
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), template.shape))(indices)
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(indices)
 
 
 def evaluation_noise(seed: int, start: int, stop: int, latent_dim: int) -> jax.Array:
   """z of generated samples start..stop-1 of an evaluation with noise seed `seed`."""
   key = jax.random.fold_in(jax.random.key(seed), 2)
-  return _noise(key, jnp.arange(start, stop), jnp.zeros((latent_dim,), jnp.float32))
+  return _noise(key, jnp.arange(start, stop), latent_dim)
 
 
 def generated_outputs(generate_fn: Callable[[jax.Array], jax.Array], network, num: int,
@@ -248,7 +249,7 @@ class Evaluator:
         "reference": self.reference.protocol,
         "kid": {"subsets": e.kid_subsets,
                 "subset_size": min(e.kid_subset_size, len(fake), len(real)),
-                "kernel": "(x.y/d + 1)^3", "estimator": "unbiased", "seed": 2020},
+                "kernel": "(x.y/d + 1)^3", "estimator": "unbiased", "seed": scores.KID_SEED},
         "precision_recall_k": e.pr_k,
         "inception_score_splits": min(e.inception_score_splits, len(fake)),
         "input": "uint8 images (generated in [-1, 1], rounded as when saved as PNG)",

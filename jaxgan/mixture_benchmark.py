@@ -4,7 +4,7 @@ Every seed's GAN is trained in one jitted program: the step is `vmap`-ed over
 seeds and `lax.scan`-ned over `eval_every` steps, so 10 seeds cost little more
 than one. After each chunk, `eval_samples` samples per seed are scored with
 `jaxgan.mixtures.mode_metrics`. The workdir gets `metrics.jsonl` (one line per
-evaluation: means and per-seed values), `results.json` (the final means and
+evaluation: means and per-seed values, including each seed's mean losses over the chunk), `results.json` (the final means and
 per-seed values) and `samples_seed0.png` (seed 0's samples over the modes).
 """
 
@@ -107,9 +107,10 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     samples = np.asarray(draw_fn(states, eval_keys))
     per_seed = [mixtures.mode_metrics(s, modes, std) for s in samples]
     means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
-    entry = {"step": done, **means, "d_loss": float(jnp.mean(losses["d_loss"])),
-             "g_loss": float(jnp.mean(losses["g_loss"])), "per_seed": per_seed,
-             "seconds": round(time.perf_counter() - t0, 1)}
+    seed_losses = {k: np.asarray(losses[k]).tolist() for k in ("d_loss", "g_loss")}
+    entry = {"step": done, **means, "d_loss": float(np.mean(seed_losses["d_loss"])),
+             "g_loss": float(np.mean(seed_losses["g_loss"])), "per_seed": per_seed,
+             "per_seed_losses": seed_losses, "seconds": round(time.perf_counter() - t0, 1)}
     with open(workdir / "metrics.jsonl", "a") as f:
       f.write(json.dumps(entry) + "\n")
     log.info("step %d/%d | modes %.2f/%d hq %.1f%% reverse KL %.3f | d_loss %.3f g_loss %.3f | "

@@ -110,8 +110,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     raise ValueError(f"n_critic must be >= 1, got {n_critic}")
   if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-  augment = augment_lib.parse_policy(augment) if isinstance(augment, str) else tuple(augment)
-  augment_lib.parse_policy(",".join(augment))
+  augment = augment_lib.parse_policy(augment if isinstance(augment, str) else ",".join(augment))
   for name, value in (("gp_weight", gp_weight), ("r1_gamma", r1_gamma),
                       ("weight_clip", weight_clip), ("ema_start", ema_start)):
     if value < 0:

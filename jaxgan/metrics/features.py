@@ -13,6 +13,8 @@ split over the local devices, so every network gets the same speed path.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import logging
 import os
 import pathlib
@@ -58,6 +60,17 @@ def to_uint8(images) -> jax.Array:
       jnp.uint8)
 
 
+def fixed_size_batches(x: np.ndarray, size: int):
+  """(batch, n) for consecutive slices of `x`: each batch has `size` rows (the last padded
+  with zeros, so one compiled shape serves all), of which the first n are real."""
+  for start in range(0, len(x), size):
+    batch = x[start:start + size]
+    n = len(batch)
+    if n < size:
+      batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+    yield batch, n
+
+
 class BatchedApply:
   """`module.apply(variables, images)` over any number of images, batch by batch.
 
@@ -80,12 +93,7 @@ class BatchedApply:
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
     images = check_images(images)
     outputs: list[dict] = []
-    for start in range(0, len(images), self.batch_size):
-      batch = images[start:start + self.batch_size]
-      n = len(batch)
-      if n < self.batch_size:
-        batch = np.concatenate([batch, np.zeros((self.batch_size - n, *batch.shape[1:]),
-                                                batch.dtype)])
+    for batch, n in fixed_size_batches(images, self.batch_size):
       out = self._apply(self.variables, jax.device_put(batch, self._data))
       outputs.append(jax.tree.map(lambda a, n=n: np.asarray(a, np.float32)[:n], out))
     if not outputs:
@@ -179,8 +187,6 @@ class ModuleFeatures:
 
 
 def _digest_of(variables: Any) -> str:
-  import hashlib
-
   h = hashlib.sha256()
   for path, leaf in jax.tree.leaves_with_path(variables):
     h.update(jax.tree_util.keystr(path).encode())
@@ -197,8 +203,6 @@ def resolve(spec: str, weights_path: str | None = None, batch_size: int = 200,
   module_name, _, attr = spec.partition(":")
   if not module_name or not attr:
     raise ConfigError(f"unknown feature network {spec!r}; use 'inception' or 'package.module:factory'")
-  import importlib
-
   try:
     factory: Callable[[], FeatureNetwork] = getattr(importlib.import_module(module_name), attr)
   except (ImportError, AttributeError) as e:

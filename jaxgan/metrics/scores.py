@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgan.errors import ConfigError
+from jaxgan.metrics.features import fixed_size_batches
 
 HIGHEST = jax.lax.Precision.HIGHEST
+KID_SEED = 2020  # torch-fidelity's default rng_seed: same subsets, same numbers
 
 
 def _features(x, what: str) -> np.ndarray:
@@ -91,7 +93,7 @@ def _grams(x, y):
 
 
 def kernel_inception_distance(features1, features2, num_subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 2020) -> tuple[float, float]:
+                              subset_size: int = 1000, seed: int = KID_SEED) -> tuple[float, float]:
   """(mean, std) of the unbiased MMD^2 over `num_subsets` random subsets (KID).
 
   Kernel (x.y / d + 1)^3. Subsets are drawn as torch-fidelity draws them
@@ -159,20 +161,15 @@ def _inside_any(block, points, radii_sq):
   return jnp.any(_sq_distances(block, points) <= radii_sq[None, :], axis=1)
 
 
-def _blocks(x: np.ndarray, size: int):
-  for start in range(0, len(x), size):
-    block = x[start:start + size]
-    pad = size - len(block)
-    yield np.pad(block, ((0, pad), (0, 0))), len(block)
-
-
 def _radii_sq(points: np.ndarray, k: int, block_size: int) -> jnp.ndarray:
-  out = [np.asarray(_kth_neighbour_sq(b, points, k))[:n] for b, n in _blocks(points, block_size)]
+  out = [np.asarray(_kth_neighbour_sq(b, points, k))[:n]
+         for b, n in fixed_size_batches(points, block_size)]
   return jnp.asarray(np.concatenate(out))
 
 
 def _coverage(queries: np.ndarray, points: np.ndarray, radii_sq, block_size: int) -> float:
-  hits = [np.asarray(_inside_any(b, points, radii_sq))[:n] for b, n in _blocks(queries, block_size)]
+  hits = [np.asarray(_inside_any(b, points, radii_sq))[:n]
+          for b, n in fixed_size_batches(queries, block_size)]
   return float(np.concatenate(hits).mean())
 
 
