@@ -1,5 +1,7 @@
 """Errors that the programs report as one line (no traceback): bad configuration or data."""
 
+from typing import Any, Iterable, Mapping
+
 
 class JaxganError(Exception):
   """Base class: something the user can fix; the message says what and how."""
@@ -15,3 +17,12 @@ class DataError(JaxganError, ValueError):
 
 class DivergedError(JaxganError):
   """Training produced a non-finite loss, gradient or parameter."""
+
+
+def check_positive_ints(config: Mapping[str, Any], keys: Iterable[str],
+                        prefix: str = "config.") -> None:
+  """Raises ConfigError naming the first of `keys` whose value is not an integer >= 1."""
+  for key in keys:
+    value = config[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ConfigError(f"{prefix}{key} must be a positive integer, got {value!r}")

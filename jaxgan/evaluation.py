@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from jaxgan import input_pipeline
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, check_positive_ints
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import scores, weights
 
@@ -62,11 +62,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate_config(e: ml_collections.ConfigDict) -> None:
-  for key in ("num_samples", "num_reference", "batch_size", "kid_subsets", "kid_subset_size",
-              "pr_k", "inception_score_splits"):
-    value = e[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ConfigError(f"config.eval.{key} must be a positive integer, got {value!r}")
+  check_positive_ints(e, ("num_samples", "num_reference", "batch_size", "kid_subsets",
+                          "kid_subset_size", "pr_k", "inception_score_splits"), "config.eval.")
   if e.num_samples <= e.pr_k:
     raise ConfigError(f"config.eval.num_samples={e.num_samples} must exceed config.eval.pr_k={e.pr_k}")
 

@@ -23,7 +23,7 @@ import optax
 from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, check_positive_ints
 from jaxgan.train import GANState, create_state, generate, latents, train_step
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,17 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   if c.mixture not in mixtures.MIXTURES:
     raise ConfigError(f"config.mixture={c.mixture!r} is unknown; choose one of "
                       f"{', '.join(mixtures.MIXTURES)}")
-  for key in ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every", "eval_samples",
-              "latent_dim", "n_critic", "pack", "d_maxout", "r1_interval"):
-    value = c[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
+  check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
+                          "eval_samples", "latent_dim", "n_critic", "pack", "d_maxout",
+                          "r1_interval"))
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")
-  if (c.batch_size // c.n_critic) % c.pack or c.batch_size % c.n_critic:
-    raise ConfigError(f"config.batch_size={c.batch_size} must be divisible by n_critic x pack = "
-                      f"{c.n_critic * c.pack}")
+
+
+def samples_per_step(c: ml_collections.ConfigDict) -> int:
+  """Real points per step: batch_size packs of `pack` points for each of the n_critic D updates."""
+  return c.batch_size * c.pack * c.n_critic
 
 
 def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
@@ -51,8 +51,9 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
   return create_state(
       key,
       generator=models.MLPGenerator(data_shape=(2,), hidden_dims=tuple(c.g_hidden),
-                                    batch_norm=c.g_batch_norm),
-      discriminator=models.MLPDiscriminator(hidden_dims=tuple(c.d_hidden), maxout=c.d_maxout),
+                                    batch_norm=c.g_batch_norm, init_std=c.init_std or None),
+      discriminator=models.MLPDiscriminator(hidden_dims=tuple(c.d_hidden), maxout=c.d_maxout,
+                                            init_std=c.init_std or None),
       g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
       d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
       latent_dim=c.latent_dim, data_shape=(2,), loss=c.loss, n_critic=c.n_critic,
@@ -86,9 +87,13 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(init_keys)
   data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(data_keys)
 
+  # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of
+  # `pack` real samples (and as many fake), so a step draws batch_size x pack x n_critic points.
+  points_per_step = samples_per_step(c)
+
   def train_chunk(state, points, key):
     def body(state, _):
-      idx = jax.random.randint(jax.random.fold_in(key, state.step), (c.batch_size,), 0,
+      idx = jax.random.randint(jax.random.fold_in(key, state.step), (points_per_step,), 0,
                                c.num_train)
       return train_step(state, {"image": points[idx]}, key)
 

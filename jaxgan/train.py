@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -50,6 +51,7 @@ class GANState(struct.PyTreeNode):
   weight_clip: float = struct.field(pytree_node=False, default=0.0)
   augment: tuple[str, ...] = struct.field(pytree_node=False, default=())
   pack: int = struct.field(pytree_node=False, default=1)
+  num_classes: int = struct.field(pytree_node=False, default=0)
 
 
 def pack_samples(x: jax.Array, pack: int) -> jax.Array:
@@ -62,14 +64,23 @@ def pack_samples(x: jax.Array, pack: int) -> jax.Array:
   return jnp.moveaxis(x, 1, -2).reshape(b // pack, *rest[:-1], pack * rest[-1])
 
 
-def _init_variables(module: nn.Module, key: jax.Array, x: jax.Array) -> PyTree:
+def module_classes(module: nn.Module) -> int | None:
+  """The classes `module` is conditioned on: 0 when its call takes no `labels`, else its
+  `num_classes` field (None when it has none)."""
+  if "labels" not in inspect.signature(type(module).__call__).parameters:
+    return 0
+  return getattr(module, "num_classes", None)
+
+
+def _init_variables(module: nn.Module, key: jax.Array, x: jax.Array, labels=None) -> PyTree:
   """`module.init` compiled once at XLA's lowest optimisation level.
 
   Op-by-op initialisation of a DCGAN takes ~20 s on CPU and a default-optimised
   compile ~6.5 s (the normal sampler's polynomial); at -O0 it compiles in ~2 s,
   and initialisation runs only once.
   """
-  init = jax.jit(functools.partial(module.init, train=False))
+  kwargs = {} if labels is None else {"labels": labels}
+  init = jax.jit(functools.partial(module.init, train=False, **kwargs))
   if jax.devices()[0].platform != "cpu" or isinstance(key, jax.core.Tracer):
     return init(key, x)  # on accelerators, or traced (e.g. jax.eval_shape(create_state, ...))
   return init.lower(key, x).compile({"xla_backend_optimization_level": 0})(key, x)
@@ -81,7 +92,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  data_shape: Sequence[int], loss: str = "non_saturating", n_critic: int = 1,
                  ema_decay: float | None = None, ema_start: int = 0, gp_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_interval: int = 1, weight_clip: float = 0.0,
-                 augment: str | Sequence[str] = (), pack: int = 1) -> GANState:
+                 augment: str | Sequence[str] = (), pack: int = 1,
+                 num_classes: int = 0) -> GANState:
   """Initialises both networks and their optimizers.
 
   Args:
@@ -101,6 +113,10 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     augment: DiffAugment transforms ("color,translation,cutout") applied to
       everything D sees, in both updates.
     pack: PacGAN packing degree: D judges `pack` samples joined along channels.
+    num_classes: > 0 trains a class-conditional GAN: both modules take
+      `labels=` (e.g. `SNResNetGenerator/Discriminator(num_classes=...)`), batches
+      carry integer `batch["label"]` [B] in [0, num_classes), and fake samples get
+      uniformly drawn labels.
   """
   losses.check_loss(loss)
   data_shape = tuple(int(d) for d in data_shape)
@@ -117,18 +133,32 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       raise ValueError(f"{name} must be >= 0, got {value}")
   if int(r1_interval) < 1 or int(pack) < 1:
     raise ValueError(f"r1_interval and pack must be >= 1, got {r1_interval} and {pack}")
+  num_classes = int(num_classes)
+  if num_classes < 0:
+    raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+  for name, module in (("generator", generator), ("discriminator", discriminator)):
+    classes = module_classes(module)
+    if (classes is not None and classes != num_classes) or (num_classes and classes == 0):
+      kind = "unconditional" if not classes else f"conditioned on {classes} classes"
+      raise ValueError(f"num_classes={num_classes} but the {name} {type(module).__name__} is "
+                       f"{kind}; pass the same num_classes to both modules and create_state")
+  if num_classes and int(pack) > 1:
+    raise ValueError(f"pack={pack} with num_classes={num_classes}: PacGAN packing is not defined "
+                     "for class-conditional discriminators; use pack=1")
   if augment and len(tuple(data_shape)) != 3:
     raise ValueError(f"DiffAugment needs image data [H, W, C], but data_shape is {tuple(data_shape)}")
   g_key, d_key = jax.random.split(rng)
   z = jnp.zeros((1, latent_dim), jnp.float32)
   x = pack_samples(jnp.zeros((int(pack), *data_shape), jnp.float32), int(pack))
-  g_out = jax.eval_shape(lambda: generator.init_with_output(g_key, z, train=False)[0])
+  y = jnp.zeros((1,), jnp.int32) if num_classes else None
+  g_out = jax.eval_shape(lambda: generator.init_with_output(
+      g_key, z, train=False, **({"labels": y} if num_classes else {}))[0])
   if tuple(g_out.shape[1:]) != data_shape:
     raise ValueError(f"the generator makes samples of shape {tuple(g_out.shape[1:])} but "
                      f"data_shape is {data_shape}; make the generator's output size and "
                      "channels match the data")
-  g_vars = _init_variables(generator, g_key, z)
-  d_vars = _init_variables(discriminator, d_key, x)
+  g_vars = _init_variables(generator, g_key, z, y)
+  d_vars = _init_variables(discriminator, d_key, x, y)
   g_params, d_params = g_vars["params"], d_vars["params"]
   return GANState(
       step=jnp.zeros((), jnp.int32),
@@ -142,7 +172,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       g_ema_params=jax.tree.map(jnp.copy, g_params) if ema_decay is not None else None,
       ema_start=int(ema_start), gp_weight=float(gp_weight), r1_gamma=float(r1_gamma),
       r1_interval=int(r1_interval), weight_clip=float(weight_clip), augment=augment,
-      pack=int(pack))
+      pack=int(pack), num_classes=num_classes)
 
 
 def _with_axis_name(module: nn.Module, axis_name: str | None) -> tuple[nn.Module, bool]:
@@ -154,10 +184,11 @@ def _with_axis_name(module: nn.Module, axis_name: str | None) -> tuple[nn.Module
   return module, False
 
 
-def _apply(module: nn.Module, params, batch_stats, x, train: bool = True):
+def _apply(module: nn.Module, params, batch_stats, x, labels=None, train: bool = True):
   """Runs `module` in training mode; returns (output, updated batch_stats)."""
+  kwargs = {} if labels is None else {"labels": labels}
   out, new_vars = module.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
-                               mutable=["batch_stats"])
+                               mutable=["batch_stats"], **kwargs)
   return out, new_vars.get("batch_stats", batch_stats)
 
 
@@ -171,7 +202,16 @@ def latents(key: jax.Array, num: int, latent_dim: int, axis_name: str | None = N
                   axis_name)
 
 
-def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> jax.Array:
+def random_labels(key: jax.Array, num: int, num_classes: int,
+                  axis_name: str | None = None) -> jax.Array | None:
+  """Class labels of fake samples, uniform over [0, num_classes); None when unconditional.
+  Under `axis_name` each device takes its slice of the global batch's labels."""
+  if not num_classes:
+    return None
+  return rng.draw(lambda k, n: jax.random.randint(k, (n,), 0, num_classes), key, num, axis_name)
+
+
+def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, Any]:
   if "image" not in batch:
     raise ValueError(f"the batch has no 'image' entry (keys: {sorted(batch)}); pass "
                      "{'image': x} with x of shape [B, *data_shape]")
@@ -185,7 +225,16 @@ def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> jax.Array:
   if (real.shape[0] // state.n_critic) % state.pack:
     raise ValueError(f"batch size {real.shape[0]} / n_critic={state.n_critic} is not divisible by "
                      f"pack={state.pack}: D judges packs of {state.pack} samples")
-  return real
+  if not state.num_classes:
+    return real, None
+  labels = batch.get("label")
+  if labels is None or labels.shape != real.shape[:1] or not jnp.issubdtype(labels.dtype,
+                                                                            jnp.integer):
+    raise ValueError(
+        f"the GAN is class-conditional (num_classes={state.num_classes}) but batch['label'] is "
+        f"{'missing' if labels is None else f'{labels.dtype}{tuple(labels.shape)}'}; pass integer "
+        f"labels of shape [{real.shape[0]}] with values in [0, {state.num_classes})")
+  return real, labels
 
 
 def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
@@ -206,7 +255,8 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   Returns the new state and metrics: d_loss, g_loss, d_real / d_fake (mean
   D(x) and D(G(z)) probabilities in D's update), g_grad_norm, d_grad_norm.
   """
-  real = _check_batch(state, batch).astype(jnp.float32)
+  real, real_labels = _check_batch(state, batch)
+  real = real.astype(jnp.float32)
   generator, g_synced = _with_axis_name(state.generator, axis_name)
   discriminator, d_synced = _with_axis_name(state.discriminator, axis_name)
 
@@ -219,8 +269,10 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   # D update i takes rows i, i + n_critic, i + 2 n_critic, ...: strided chunks, so that any
   # contiguous split of the batch over devices or processes gives the same global chunks.
   reals = real.reshape(per_update, state.n_critic, *state.data_shape)
+  chunk_labels = (None if real_labels is None else real_labels.reshape(per_update, state.n_critic))
 
   extra_key = jax.random.fold_in(key, 7)  # augmentation and penalties; z keys stay as they were
+  label_key = jax.random.fold_in(key, 11)  # labels of fake samples (class-conditional GANs)
 
   def d_input(x, k):
     """What D sees of samples x: DiffAugment-ed (if on), then packed (if on)."""
@@ -232,18 +284,21 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
 
   def d_update(carry, inputs):
     d_params, d_batch_stats, d_opt_state = carry
-    x, i = inputs
+    x, y, i = inputs
     z = latents(jax.random.fold_in(d_key, i), per_update, state.latent_dim, axis_name)
-    fake, _ = _apply(generator, state.g_params, state.g_batch_stats, z)
-    fake = jax.lax.stop_gradient(fake)
     k_real, k_fake, k_gp = jax.random.split(jax.random.fold_in(extra_key, i), 3)
+    y_fake = random_labels(jax.random.fold_in(label_key, i), per_update, state.num_classes,
+                           axis_name)
+    fake, _ = _apply(generator, state.g_params, state.g_batch_stats, z, y_fake)
+    fake = jax.lax.stop_gradient(fake)
     x, fake = d_input(x, k_real), d_input(fake, k_fake)
 
     def loss_fn(params):
-      real_logits, stats = _apply(discriminator, params, d_batch_stats, x)
-      fake_logits, stats = _apply(discriminator, params, stats, fake)
+      real_logits, stats = _apply(discriminator, params, d_batch_stats, x, y)
+      fake_logits, stats = _apply(discriminator, params, stats, fake, y_fake)
       loss = losses.discriminator_loss(state.loss, real_logits, fake_logits)
-      d_fn = lambda v: _apply(discriminator, params, d_batch_stats, v)[0]  # noqa: E731
+      # Penalties are taken at real (or interpolated) samples, with the real labels.
+      d_fn = lambda v: _apply(discriminator, params, d_batch_stats, v, y)[0]  # noqa: E731
       if state.gp_weight > 0:  # the penalty's own BatchNorm statistics are discarded
         loss += state.gp_weight * regularizers.gradient_penalty(d_fn, x, fake, k_gp, axis_name)
       if state.r1_gamma > 0:  # lazy: every r1_interval steps, weighted by the interval
@@ -267,7 +322,8 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   # an order of magnitude slower, and n_critic is small.
   carry, d_metrics = (state.d_params, state.d_batch_stats, state.d_opt_state), []
   for i in range(state.n_critic):
-    carry, metrics = d_update(carry, (reals[:, i], i))
+    y = None if chunk_labels is None else chunk_labels[:, i]
+    carry, metrics = d_update(carry, (reals[:, i], y, i))
     d_metrics.append(metrics)
   d_params, d_batch_stats, d_opt_state = carry
   d_metrics = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *d_metrics)
@@ -275,10 +331,13 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   z = latents(g_key, per_update, state.latent_dim, axis_name)
 
   g_aug_key = jax.random.fold_in(extra_key, state.n_critic)
+  y_fake = random_labels(jax.random.fold_in(label_key, state.n_critic), per_update,
+                         state.num_classes, axis_name)
 
   def g_loss_fn(params):
-    fake, stats = _apply(generator, params, state.g_batch_stats, z)
-    fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key))
+    fake, stats = _apply(generator, params, state.g_batch_stats, z, y_fake)
+    fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key),
+                            y_fake)
     return losses.generator_loss(state.loss, fake_logits), stats
 
   (g_loss, g_batch_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
@@ -318,19 +377,34 @@ def guard_nonfinite(step_fn=train_step, *, skip: bool = False):
   return guarded
 
 
-def generate(state: GANState, z: jax.Array, use_ema: bool = True) -> jax.Array:
+def generate(state: GANState, z: jax.Array, use_ema: bool = True,
+             labels: jax.Array | None = None) -> jax.Array:
   """G(z) in inference mode (BatchNorm running statistics), EMA parameters when present
-  (and `use_ema`)."""
+  (and `use_ema`).
+
+  A class-conditional G makes class `labels[i]` from z[i]; without `labels` it
+  makes classes 0, 1, ..., num_classes - 1 in turn (balanced, as evaluation
+  and sample grids want).
+  """
   params = state.g_params if state.g_ema_params is None or not use_ema else state.g_ema_params
+  kwargs = {}
+  if state.num_classes:
+    if labels is None:
+      labels = jnp.arange(z.shape[0]) % state.num_classes
+    kwargs["labels"] = labels
+  elif labels is not None:
+    raise ValueError("labels were given but the GAN is unconditional (num_classes=0)")
   return state.generator.apply({"params": params, "batch_stats": state.g_batch_stats}, z,
-                               train=False)
+                               train=False, **kwargs)
 
 
 @jax.jit
-def _generate(state: GANState, z: jax.Array) -> jax.Array:
-  return generate(state, z)
+def _generate(state: GANState, z: jax.Array, labels: jax.Array | None) -> jax.Array:
+  return generate(state, z, labels=labels)
 
 
-def sample(state: GANState, rng: jax.Array, num: int) -> jax.Array:
-  """`num` samples from G (inference mode, EMA parameters when present), shape [num, *data_shape]."""
-  return _generate(state, latents(rng, int(num), state.latent_dim))
+def sample(state: GANState, rng: jax.Array, num: int,
+           labels: jax.Array | None = None) -> jax.Array:
+  """`num` samples from G (inference mode, EMA parameters when present), shape [num, *data_shape].
+  For a class-conditional G, `labels` [num] picks the classes (default: 0, 1, ... in turn)."""
+  return _generate(state, latents(rng, int(num), state.latent_dim), labels)

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,7 +35,7 @@ from jaxgan.train import GANState, create_state, generate, guard_nonfinite, late
 
 log = logging.getLogger(__name__)
 
-MODELS = ("dcgan",)
+MODELS = ("dcgan", "sn_resnet")
 NUM_SAMPLES = 64  # an 8x8 grid
 
 
@@ -93,6 +94,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   size = m.image_size
   _check(size >= 8 and size & (size - 1) == 0,
          f"config.model.image_size must be a power of two >= 8 (e.g. 32, 64), got {size}")
+  _check(m.name != "sn_resnet" or size in models.resnet.RESOLUTIONS,
+         f"config.model.image_size={size}: sn_resnet is defined for "
+         f"{' and '.join(map(str, models.resnet.RESOLUTIONS))} pixels")
   _check(m.channels in (1, 3), f"config.model.channels must be 1 or 3, got {m.channels}")
   _check(m.upsample in UPSAMPLE_IMPLS,
          f"config.model.upsample={m.upsample!r} is unknown; choose one of {UPSAMPLE_IMPLS}")
@@ -133,21 +137,31 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.batch_size: {e}{hint}") from None
 
 
-def make_generator(config: ml_collections.ConfigDict) -> models.DCGANGenerator:
+def make_generator(config: ml_collections.ConfigDict) -> nn.Module:
+  """G of `config.model`: DCGAN (widths from ngf) or SN-ResNet (ngf is its `ch`)."""
   m = config.model
+  if m.name == "sn_resnet":
+    return models.SNResNetGenerator(image_size=m.image_size, channels=m.channels, ch=m.ngf)
   return models.DCGANGenerator(image_size=m.image_size, channels=m.channels, ngf=m.ngf,
                                upsample=m.upsample)
 
 
-def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+def make_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
+  """D of `config.model`: DCGAN (optionally spectral-normalised) or SN-ResNet (ndf is its `ch`)."""
   m = config.model
-  size, ch = m.image_size, m.channels
+  if m.name == "sn_resnet":
+    return models.SNResNetDiscriminator(image_size=m.image_size, ch=m.ndf)
+  return models.DCGANDiscriminator(image_size=m.image_size, channels=m.channels, ndf=m.ndf,
+                                   spectral_norm=bool(m.get("spectral_norm", False)))
+
+
+def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+  size, ch = config.model.image_size, config.model.channels
   o = config.optimizer
   return create_state(
       rng,
       generator=make_generator(config),
-      discriminator=models.DCGANDiscriminator(image_size=size, channels=ch, ndf=m.ndf,
-                                              spectral_norm=bool(m.get("spectral_norm", False))),
+      discriminator=make_discriminator(config),
       g_optimizer=optax.adam(o.g_lr, b1=o.b1, b2=o.b2),
       d_optimizer=optax.adam(o.d_lr, b1=o.b1, b2=o.b2),
       latent_dim=config.latent_dim, data_shape=(size, size, ch), loss=config.loss,

@@ -84,3 +84,9 @@ def test_mlp_models():
   assert x.shape == (4, 2) and "batch_stats" in gv
   logits, _ = models.MLPDiscriminator(hidden_dims=(8,)).init_with_output(jax.random.key(0), x)
   assert logits.shape == (4,)
+  # init_std: PacGAN's N(0, 0.02) weights on every layer (biases zero)
+  d = models.MLPDiscriminator(hidden_dims=(200, 200), maxout=5, init_std=0.02)
+  params = d.init(jax.random.key(1), jnp.zeros((4, 2)))["params"]
+  kernels = np.concatenate([np.ravel(p["kernel"]) for p in params.values()])
+  assert np.std(kernels) == pytest.approx(0.02, rel=0.02) and abs(np.mean(kernels)) < 1e-3
+  assert all(not np.any(p["bias"]) for p in params.values())

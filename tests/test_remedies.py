@@ -11,6 +11,7 @@ import pytest
 
 import jaxgan
 from jaxgan import augment, regularizers
+from jaxgan.errors import ConfigError
 from jaxgan.train import pack_samples
 
 from helpers import sgd_state, tiny_dcgan_state
@@ -148,3 +149,27 @@ def test_spectral_norm_discriminator_divides_by_the_largest_singular_value():
   before = state.d_batch_stats["SpectralNorm_1"]["Conv_1/kernel/u"]
   after = new_state.d_batch_stats["SpectralNorm_1"]["Conv_1/kernel/u"]
   assert not np.allclose(before, after)
+
+
+def test_ttur_rates_and_the_sn_resnet_model_from_the_config():
+  from experiments.configs import celeba
+  from jaxgan import trainer
+
+  config = celeba.get_config("smoke")
+  config.model.name = "sn_resnet"
+  config.optimizer.g_lr, config.optimizer.d_lr = 1e-4, 4e-4  # TTUR (Heusel et al. 2017)
+  trainer.validate_config(config)
+  state = trainer.create_state_from_config(config, jax.random.key(0))
+  assert isinstance(state.generator, jaxgan.models.SNResNetGenerator)
+  assert isinstance(state.discriminator, jaxgan.models.SNResNetDiscriminator)
+  new, metrics = jax.jit(jaxgan.train_step)(state, {"image": images(0, n=16, size=32)},
+                                            jax.random.key(1))
+  assert np.isfinite(float(metrics["d_loss"]))
+  # Adam's first update moves every parameter with a clear gradient by ~lr: each network's own.
+  for old, cur, lr in ((state.g_params, new.g_params, 1e-4), (state.d_params, new.d_params, 4e-4)):
+    moved = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
+                            for a, b in zip(jax.tree.leaves(cur), jax.tree.leaves(old))])
+    assert moved.max() == pytest.approx(lr, rel=0.05)
+  config.model.image_size = 128
+  with pytest.raises(ConfigError, match="sn_resnet is defined for 32 and 64 pixels"):
+    trainer.validate_config(config)

@@ -4,9 +4,14 @@
     --config=experiments/configs/toy.py:grid   25 Gaussians on {-4,-2,0,2,4}^2, std 0.05
     --config=experiments/configs/toy.py:smoke  tiny and short (tests)
 
-Defaults are PacGAN's baseline: G = MLP 4x400 (BN + ReLU), z ~ N(0, I_2);
-D = MLP 3x200 maxout (5 pieces); Adam lr 1e-4, beta1 0.8; batch 100; 100k
-training points; 2,500 samples per evaluation; 10 seeds. `--config.pack=4` is PacGAN4.
+Defaults are PacGAN's baseline (its released configuration): G = MLP 4x400
+(BN + ReLU), z ~ N(0, I_2); D = MLP 3x200 maxout (5 pieces); weights N(0, 0.02);
+Adam lr 1e-4, beta1 0.8; batch 100; 100k training points; 400 epochs (400k
+steps); 2,500 samples per evaluation; 10 seeds. `--config.pack=4` is PacGAN4.
+
+As in PacGAN, `batch_size` counts what D judges: with `pack=m` each step draws
+batch_size x m real points (and as many fakes), so PacGAN-m sees m times the
+samples of the GAN per step.
 """
 
 import ml_collections
@@ -19,8 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_seeds = 10
   c.num_train = 100_000
   c.batch_size = 100
-  c.num_steps = 20_000
-  c.eval_every = 2_000
+  c.num_steps = 400_000  # PacGAN: 400 epochs of 100k points at batch 100
+  c.eval_every = 20_000
   c.eval_samples = 2_500
   c.latent_dim = 2
   c.loss = "non_saturating"
@@ -28,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.g_batch_norm = True
   c.d_hidden = (200, 200, 200)
   c.d_maxout = 5
+  c.init_std = 0.02  # N(0, std) weights as PacGAN; 0 = flax's LeCun normal
   c.g_lr = 1e-4
   c.d_lr = 1e-4
   c.b1 = 0.8

@@ -11,22 +11,29 @@ import numpy as np
 from jaxgan.models import layers
 
 
+def _kernel_init(init_std: float | None):
+  """N(0, init_std^2) weights (PacGAN's toy models use 0.02); None = flax's LeCun normal."""
+  return nn.initializers.lecun_normal() if init_std is None else nn.initializers.normal(init_std)
+
+
 class MLPGenerator(nn.Module):
   """z [B, nz] -> samples [B, *data_shape]; hidden layers ReLU (optionally BatchNorm first)."""
   data_shape: Sequence[int] = (2,)
   hidden_dims: Sequence[int] = (128, 128, 128)
   batch_norm: bool = False
   axis_name: str | None = None
+  init_std: float | None = None
 
   @nn.compact
   def __call__(self, z, train: bool = True):
     x = z
+    init = _kernel_init(self.init_std)
     for width in self.hidden_dims:
-      x = nn.Dense(width, use_bias=not self.batch_norm)(x)
+      x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init)(x)
       if self.batch_norm:
         x = layers.batch_norm(train, self.axis_name)(x)
       x = nn.relu(x)
-    x = nn.Dense(int(np.prod(self.data_shape)))(x)
+    x = nn.Dense(int(np.prod(self.data_shape)), kernel_init=init)(x)
     return x.reshape(x.shape[0], *self.data_shape)
 
 
@@ -35,13 +42,16 @@ class MLPDiscriminator(nn.Module):
   (the max of `maxout` linear pieces, Goodfellow et al. 2013) when `maxout` > 1."""
   hidden_dims: Sequence[int] = (128, 128, 128)
   maxout: int = 1
+  init_std: float | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     x = x.reshape(x.shape[0], -1)
+    init = _kernel_init(self.init_std)
     for width in self.hidden_dims:
       if self.maxout > 1:
-        x = nn.Dense(width * self.maxout)(x).reshape(x.shape[0], width, self.maxout).max(-1)
+        x = nn.Dense(width * self.maxout, kernel_init=init)(x)
+        x = x.reshape(x.shape[0], width, self.maxout).max(-1)
       else:
-        x = nn.leaky_relu(nn.Dense(width)(x), 0.2)
-    return nn.Dense(1)(x).reshape(x.shape[0]).astype(jnp.float32)
+        x = nn.leaky_relu(nn.Dense(width, kernel_init=init)(x), 0.2)
+    return nn.Dense(1, kernel_init=init)(x).reshape(x.shape[0]).astype(jnp.float32)

@@ -1,0 +1,57 @@
+"""Stacked MNIST (1000 modes; PacGAN Table 2): `python -m experiments.stacked_mnist`.
+
+    --config=experiments/configs/stacked_mnist.py        the full protocol (GPU): DCGAN 64/64,
+                                                         128k images, 26k samples, 20k steps
+    --config=experiments/configs/stacked_mnist.py:cpu    reduced for a 2-core CPU: widths 32/32,
+                                                         2k steps (one pass over 128k images)
+    --config=experiments/configs/stacked_mnist.py:smoke  tiny and short (tests)
+
+Always pass --config.classifier_dir=DIR, a classifier trained by
+`python -m experiments.mnist_classifier --workdir=DIR`. `--config.pack=2..4` is PacDCGAN;
+as in PacGAN, `batch_size` counts what D judges, so PacDCGAN-m takes batch_size x m
+images per step.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.data_dir = "../shared/data/mnist"  # the original IDX files; "" = tfds 'mnist'
+  c.classifier_dir = ""  # required: see experiments.mnist_classifier
+  c.seed = 0
+  c.num_seeds = 1  # trained one after another
+  c.num_train = 128_000
+  c.batch_size = 64
+  c.num_steps = 20_000
+  c.eval_every = 5_000
+  c.eval_samples = 26_000
+  c.latent_dim = 100
+  c.ngf = 64
+  c.ndf = 64
+  c.loss = "non_saturating"
+  c.g_lr = 2e-4
+  c.d_lr = 2e-4
+  c.b1 = 0.5
+  c.b2 = 0.999
+  c.n_critic = 1
+  c.pack = 1
+  c.ema_decay = 0.0
+  if arg == "cpu":
+    c.ngf = 32
+    c.ndf = 32
+    c.num_steps = 2_000
+    c.eval_every = 1_000
+  elif arg == "smoke":
+    c.num_train = 512
+    c.batch_size = 16
+    c.num_steps = 4
+    c.eval_every = 2
+    c.eval_samples = 300
+    c.latent_dim = 16
+    c.ngf = 8
+    c.ndf = 8
+  elif arg not in (None, ""):
+    raise ValueError(f"unknown config variant {arg!r}; use stacked_mnist.py, stacked_mnist.py:cpu "
+                     "or stacked_mnist.py:smoke")
+  return c

@@ -1,0 +1,164 @@
+"""Stacked MNIST, the 1000-mode benchmark (Metz et al. 2017; VEEGAN; PacGAN Table 2).
+
+Each training image stacks 3 random MNIST digits as its R, G and B channels
+(padded from 28 to 32 pixels with the background value), so there are 10^3
+modes. A DCGAN trains on `num_train` such images; `eval_samples` of its samples
+are labelled channel by channel by the MNIST classifier of `jaxgan.mnist`, and
+scored by the modes they cover and the KL divergence of their mode histogram
+from uniform, KL(p || uniform) = sum p log(1000 p).
+
+The training images are built on the device from MNIST and an index table
+inside the jitted step, so no input pipeline is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxgan import mixture_benchmark, mnist, models, summary
+from jaxgan.errors import ConfigError, check_positive_ints
+from jaxgan.train import GANState, create_state, generate, latents, train_step
+
+log = logging.getLogger(__name__)
+
+NUM_DIGITS = 3
+NUM_MODES = 10 ** NUM_DIGITS
+IMAGE_SIZE = 32
+_PAD = (IMAGE_SIZE - 28) // 2
+
+
+def padded_digits(images: np.ndarray) -> jax.Array:
+  """uint8 MNIST [N, 28, 28] -> float32 [N, 32, 32] in [-1, 1], padded with the background (-1)."""
+  x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+  return jnp.pad(x, ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), constant_values=-1.0)
+
+
+def stack(digits: jax.Array, index: jax.Array) -> jax.Array:
+  """Digit images [N, 32, 32] and an index [B, 3] -> stacked images [B, 32, 32, 3]."""
+  return jnp.moveaxis(digits[index], 1, -1)
+
+
+def random_index(key: jax.Array, num: int, num_digits: int) -> jax.Array:
+  """[num, 3] random digit indices: image i stacks digits index[i, 0], index[i, 1], index[i, 2]."""
+  return jax.random.randint(key, (num, NUM_DIGITS), 0, num_digits)
+
+
+def label_channels(classifier_params, images: jax.Array, batch_size: int = 1000) -> np.ndarray:
+  """Samples [N, 32, 32, 3] in [-1, 1] -> the digit the classifier reads in each channel, [N, 3]."""
+  crops = images[:, _PAD:_PAD + 28, _PAD:_PAD + 28, :]  # [N, 28, 28, 3]
+  per_channel = jnp.moveaxis(crops, -1, 1).reshape(-1, 28, 28, 1)
+  return mnist.predict(classifier_params, per_channel, batch_size).reshape(-1, NUM_DIGITS)
+
+
+def mode_metrics(digits: np.ndarray) -> dict[str, float]:
+  """{"modes": modes with >= 1 sample (of 1000), "kl": KL(mode histogram || uniform)}."""
+  digits = np.asarray(digits)
+  modes = digits @ (10 ** np.arange(NUM_DIGITS - 1, -1, -1))
+  p = np.bincount(modes, minlength=NUM_MODES).astype(np.float64) / len(modes)
+  nz = p > 0
+  return {"modes": int(nz.sum()), "kl": float(np.sum(p[nz] * np.log(NUM_MODES * p[nz])))}
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+  check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
+                          "eval_samples", "latent_dim", "ngf", "ndf", "pack", "n_critic"))
+  if c.num_steps % c.eval_every:
+    raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
+                      f"config.eval_every={c.eval_every}")
+  if not c.classifier_dir:
+    raise ConfigError("config.classifier_dir is empty; train the classifier first with "
+                      "`python -m experiments.mnist_classifier --workdir=DIR` and pass "
+                      "--config.classifier_dir=DIR")
+
+
+def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
+  """DCGAN at 32x32x3 (widths ngf/ndf), Adam; PacGAN packing with `pack` > 1."""
+  return create_state(
+      key,
+      generator=models.DCGANGenerator(image_size=IMAGE_SIZE, channels=3, ngf=c.ngf),
+      discriminator=models.DCGANDiscriminator(image_size=IMAGE_SIZE, channels=3, ndf=c.ndf),
+      g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
+      d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
+      latent_dim=c.latent_dim, data_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), loss=c.loss,
+      n_critic=c.n_critic, ema_decay=c.ema_decay or None, pack=c.pack)
+
+
+def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
+  draw = jax.jit(lambda s, k: generate(s, latents(k, 1000, c.latent_dim)))
+  digits, first = [], None
+  for i in range(-(-c.eval_samples // 1000)):
+    images = draw(state, jax.random.fold_in(key, i))
+    first = images if first is None else first
+    digits.append(label_channels(classifier, images))
+  return mode_metrics(np.concatenate(digits)[:c.eval_samples]), first
+
+
+def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Trains `c.num_seeds` DCGANs on Stacked MNIST one after another; returns (and writes)
+  results.json with the mean and per-seed modes and KL, and the real data's own scores."""
+  validate_config(c)
+  workdir = pathlib.Path(workdir).expanduser()
+  workdir.mkdir(parents=True, exist_ok=True)
+  classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)
+  mnist_images, _ = mnist.load(c.data_dir, "train")
+  digits = padded_digits(mnist_images)
+  key = jax.random.key(c.seed)
+  index = random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images))
+  real = stack(digits, index[:c.eval_samples])
+  real_scores = mode_metrics(label_channels(classifier, real))
+  log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
+           real_scores["modes"], real_scores["kl"])
+
+  # As in PacGAN, batch_size counts what D judges: a step takes batch_size packs of `pack`.
+  images_per_step = mixture_benchmark.samples_per_step(c)
+
+  def step(state, digits, index, rng):
+    rows = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng, 1), state.step),
+                              (images_per_step,), 0, index.shape[0])
+    return train_step(state, {"image": stack(digits, index[rows])}, rng)
+
+  step = jax.jit(step, donate_argnums=0)
+  (workdir / "metrics.jsonl").write_text("")
+  per_seed, t0 = [], time.perf_counter()
+  for seed in range(c.num_seeds):
+    seed_key = jax.random.fold_in(key, 100 + seed)
+    state = make_state(c, jax.random.fold_in(seed_key, 0))
+    train_key, eval_key = jax.random.fold_in(seed_key, 1), jax.random.fold_in(seed_key, 2)
+    for done in range(c.eval_every, c.num_steps + 1, c.eval_every):
+      losses = []
+      for _ in range(c.eval_every):  # a Python loop: XLA:CPU convolutions are slow inside scan
+        state, metrics = step(state, digits, index, train_key)
+        losses.append(metrics)
+      losses = {k: float(np.mean([m[k] for m in jax.device_get(losses)]))
+                for k in ("d_loss", "g_loss")}
+      scores, images = _evaluate(state, classifier, c, eval_key)
+      entry = {"seed": seed, "step": done, **scores, **losses,
+               "seconds": round(time.perf_counter() - t0, 1)}
+      with open(workdir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+      log.info("seed %d step %d/%d | modes %d/1000 KL %.3f | d_loss %.3f g_loss %.3f | %.0fs",
+               seed, done, c.num_steps, scores["modes"], scores["kl"], losses["d_loss"],
+               losses["g_loss"], entry["seconds"])
+    per_seed.append(scores)
+    if seed == 0:
+      summary.save_png(workdir / "samples_seed0.png",
+                       summary.image_grid(np.asarray(images[:64]), columns=8))
+  results = {"modes": float(np.mean([s["modes"] for s in per_seed])),
+             "kl": float(np.mean([s["kl"] for s in per_seed])), "num_seeds": c.num_seeds,
+             "per_seed": per_seed, "real_data": real_scores, "num_steps": c.num_steps,
+             "eval_samples": c.eval_samples, "classifier_test_accuracy":
+                 classifier_metrics.get("test_accuracy"),
+             "seconds": round(time.perf_counter() - t0, 1),
+             "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
+             "config": json.loads(c.to_json_best_effort())}
+  (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  return results

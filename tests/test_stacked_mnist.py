@@ -1,0 +1,120 @@
+"""MNIST reading, the digit classifier (orbax round trip), Stacked-MNIST stacking and mode
+counting, and both entry points end to end on generated IDX files."""
+
+import gzip
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgan import mnist, stacked_mnist
+from jaxgan.errors import DataError
+
+from test_celeba_program import run_cli
+
+
+def write_idx(path, array, compress=False):
+  """The IDX format: 0, 0, type 0x08 (ubyte), ndim, big-endian dims, then the data."""
+  array = np.asarray(array, np.uint8)
+  data = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+  data += array.tobytes()
+  path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def fake_mnist(directory, num_train=600, num_test=200, seed=0):
+  """IDX files of random 28x28 images and labels, named as MNIST's (train gzipped, test plain)."""
+  rng = np.random.default_rng(seed)
+  directory.mkdir(parents=True, exist_ok=True)
+  for split, n, gz in (("train", num_train, True), ("test", num_test, False)):
+    images_name, labels_name = mnist.FILES[split]
+    suffix = ".gz" if gz else ""
+    write_idx(directory / (images_name + suffix), rng.integers(0, 256, (n, 28, 28)), gz)
+    write_idx(directory / (labels_name + suffix), rng.integers(0, 10, (n,)), gz)
+  return directory
+
+
+def test_idx_files_plain_gzipped_and_broken(tmp_path):
+  d = fake_mnist(tmp_path / "mnist")
+  images, labels = mnist.load(d, "train")
+  assert images.shape == (600, 28, 28) and images.dtype == np.uint8 and labels.shape == (600,)
+  test_images, _ = mnist.load(d, "test")
+  assert test_images.shape == (200, 28, 28)
+  raw = gzip.decompress((d / "train-images-idx3-ubyte.gz").read_bytes())
+  np.testing.assert_array_equal(np.frombuffer(raw[16:], np.uint8).reshape(600, 28, 28), images)
+  (tmp_path / "bad").write_bytes(b"\x89PNG....")
+  with pytest.raises(DataError, match="is not an IDX file"):
+    mnist.read_idx(tmp_path / "bad")
+  (tmp_path / "short").write_bytes(raw[:1000])
+  with pytest.raises(DataError, match="truncated or corrupt"):
+    mnist.read_idx(tmp_path / "short")
+  with pytest.raises(DataError, match="does not exist"):
+    mnist.load(tmp_path / "nowhere")
+  (d / "t10k-labels-idx1-ubyte").unlink()
+  with pytest.raises(DataError, match=r"has no t10k-labels-idx1-ubyte\[.gz\]"):
+    mnist.load(d, "test")
+
+
+def test_stacking_and_mode_metrics():
+  digits = stacked_mnist.padded_digits(np.arange(4 * 28 * 28).reshape(4, 28, 28) % 256)
+  assert digits.shape == (4, 32, 32) and float(digits[0, 0, 0]) == -1.0  # padded background
+  stacked = stacked_mnist.stack(digits, jnp.array([[2, 0, 3], [1, 1, 1]]))
+  assert stacked.shape == (2, 32, 32, 3)
+  np.testing.assert_array_equal(stacked[0, :, :, 2], digits[3])
+  np.testing.assert_array_equal(stacked[1, :, :, 0], digits[1])
+  scores = stacked_mnist.mode_metrics(np.array([[1, 2, 3], [1, 2, 3], [0, 0, 0], [9, 9, 9]]))
+  assert scores["modes"] == 3
+  assert scores["kl"] == pytest.approx(0.5 * np.log(500) + 2 * 0.25 * np.log(250))
+  uniform = np.array([[i // 100, i // 10 % 10, i % 10] for i in range(1000)])
+  assert stacked_mnist.mode_metrics(uniform) == {"modes": 1000, "kl": pytest.approx(0.0, abs=1e-12)}
+
+
+def test_classifier_on_real_mnist_reads_stacked_channels(shared_data, tmp_path):
+  train = mnist.load(shared_data / "mnist", "train")
+  test = mnist.load(shared_data / "mnist", "test")
+  assert train[0].shape == (60000, 28, 28) and test[0].shape == (10000, 28, 28)
+  params, metrics = mnist.train_classifier((train[0][:6000], train[1][:6000]),
+                                           (test[0][:2000], test[1][:2000]), epochs=2)
+  assert metrics["test_accuracy"] > 0.9  # 6k images, two epochs; the full run reaches >= 99%
+  mnist.save_classifier(tmp_path / "clf", params, metrics)
+  restored, restored_metrics = mnist.load_classifier(tmp_path / "clf")
+  assert restored_metrics == metrics
+  x = mnist.to_model_input(test[0][:500])
+  np.testing.assert_array_equal(mnist.predict(restored, x), mnist.predict(params, x))
+  # Stacked images of test digits: each channel's label is that digit's label.
+  index = stacked_mnist.random_index(jax.random.key(0), 400, 2000)
+  images = stacked_mnist.stack(stacked_mnist.padded_digits(test[0][:2000]), index)
+  read = stacked_mnist.label_channels(params, images, batch_size=256)
+  assert np.mean(read == test[1][np.asarray(index)]) > 0.9
+  with pytest.raises(DataError, match="no MNIST classifier in .*python -m experiments.mnist_classifier"):
+    mnist.load_classifier(tmp_path / "none")
+
+
+def test_classifier_and_stacked_mnist_programs_end_to_end(tmp_path):
+  data = fake_mnist(tmp_path / "mnist")
+  clf = tmp_path / "clf"
+  r = run_cli("experiments.mnist_classifier", f"--workdir={clf}",
+              "--config=experiments/configs/mnist_classifier.py:smoke",
+              f"--config.data_dir={data}", "--config.num_train=0")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert (clf / "params").is_dir() and json.loads((clf / "metrics.json").read_text())["epochs"] == 1
+  r = run_cli("experiments.mnist_classifier", f"--workdir={tmp_path / 'clf2'}",
+              f"--config.data_dir={data}", "--config.epochs=1")  # random labels: far below 99%
+  assert r.returncode == 2 and "below config.min_accuracy=0.99" in r.stderr
+  assert not (tmp_path / "clf2" / "params").exists()
+  work = tmp_path / "stacked"
+  flags = [f"--workdir={work}", "--config=experiments/configs/stacked_mnist.py:smoke",
+           f"--config.data_dir={data}"]
+  r = run_cli("experiments.stacked_mnist", *flags)
+  assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+  assert "config.classifier_dir is empty" in r.stderr
+  r = run_cli("experiments.stacked_mnist", *flags, f"--config.classifier_dir={clf}",
+              "--config.pack=2")
+  assert r.returncode == 0, r.stderr[-2000:]
+  results = json.loads((work / "results.json").read_text())
+  assert 1 <= results["modes"] <= 300 and results["kl"] >= 0 and results["num_seeds"] == 1
+  assert set(results["real_data"]) == {"modes", "kl"}
+  assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+  assert (work / "samples_seed0.png").stat().st_size > 0
