@@ -12,6 +12,12 @@ stable identities log D = -softplus(-l) and log(1 - D) = -softplus(l).
 | least_squares   | 0.5 mean (l_real - 1)^2 + 0.5 mean l_fake^2 | 0.5 mean (l_fake - 1)^2 |
 
 `least_squares` is LSGAN with targets a=0, b=c=1 on the raw D output.
+
+One-sided label smoothing (Salimans et al. 2016), `label_smoothing=eps`: D's
+target for real samples becomes 1 - eps, fake targets stay 0. For
+non_saturating/minimax the real term is -mean[(1-eps) log D(x) + eps log(1-D(x))];
+for least_squares it is 0.5 mean (l_real - (1-eps))^2. Hinge and Wasserstein
+losses have no targets, so smoothing them is an error.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 LOSSES = ("non_saturating", "minimax", "hinge", "wasserstein", "least_squares")
+SMOOTHABLE = ("non_saturating", "minimax", "least_squares")
 
 
 def check_loss(name: str) -> str:
@@ -33,16 +40,32 @@ def _mean(x):
   return jnp.mean(x.astype(jnp.float32))
 
 
-def discriminator_loss(name: str, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-  """The discriminator's loss (a scalar to minimise) for the loss called `name`."""
+def check_label_smoothing(name: str, label_smoothing: float) -> float:
+  """Returns `label_smoothing` if it is valid for the loss `name`, else raises a ValueError."""
   check_loss(name)
+  if not 0.0 <= label_smoothing < 1.0:
+    raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+  if label_smoothing and name not in SMOOTHABLE:
+    raise ValueError(f"label_smoothing has no meaning for the {name} loss (it has no real-sample "
+                     f"target); use one of {', '.join(SMOOTHABLE)} or label_smoothing=0")
+  return float(label_smoothing)
+
+
+def discriminator_loss(name: str, real_logits: jax.Array, fake_logits: jax.Array,
+                       label_smoothing: float = 0.0) -> jax.Array:
+  """The discriminator's loss (a scalar to minimise) for the loss called `name`;
+  `label_smoothing` = eps makes the real target 1 - eps (one-sided)."""
+  eps = check_label_smoothing(name, label_smoothing)
   if name in ("non_saturating", "minimax"):
-    return _mean(jax.nn.softplus(-real_logits)) + _mean(jax.nn.softplus(fake_logits))
+    real = jax.nn.softplus(-real_logits)
+    if eps:
+      real = (1.0 - eps) * real + eps * jax.nn.softplus(real_logits)
+    return _mean(real) + _mean(jax.nn.softplus(fake_logits))
   if name == "hinge":
     return _mean(jax.nn.relu(1.0 - real_logits)) + _mean(jax.nn.relu(1.0 + fake_logits))
   if name == "wasserstein":
     return _mean(fake_logits) - _mean(real_logits)
-  return 0.5 * _mean(jnp.square(real_logits - 1.0)) + 0.5 * _mean(jnp.square(fake_logits))
+  return 0.5 * _mean(jnp.square(real_logits - (1.0 - eps))) + 0.5 * _mean(jnp.square(fake_logits))
 
 
 def generator_loss(name: str, fake_logits: jax.Array) -> jax.Array:

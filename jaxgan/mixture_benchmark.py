@@ -23,7 +23,7 @@ import optax
 from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models
-from jaxgan.errors import ConfigError, check_positive_ints
+from jaxgan.errors import ConfigError, check_positive_ints, check_state_config
 from jaxgan.train import GANState, create_state, generate, latents, train_step
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,17 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
       generator=models.MLPGenerator(data_shape=(2,), hidden_dims=tuple(c.g_hidden),
                                     batch_norm=c.g_batch_norm, init_std=c.init_std or None),
       discriminator=models.MLPDiscriminator(hidden_dims=tuple(c.d_hidden), maxout=c.d_maxout,
-                                            init_std=c.init_std or None),
+                                            init_std=c.init_std or None,
+                                            minibatch=c.get("d_minibatch", "none")),
       g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
       d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
       latent_dim=c.latent_dim, data_shape=(2,), loss=c.loss, n_critic=c.n_critic,
       ema_decay=c.ema_decay or None, ema_start=c.ema_start, gp_weight=c.gp_weight,
-      r1_gamma=c.r1_gamma, r1_interval=c.r1_interval, pack=c.pack)
+      r1_gamma=c.r1_gamma, r1_interval=c.r1_interval, pack=c.pack,
+      label_smoothing=c.get("label_smoothing", 0.0),
+      generator_objective=c.get("generator_objective", "adversarial"),
+      g_historical_weight=c.get("g_historical_weight", 0.0),
+      d_historical_weight=c.get("d_historical_weight", 0.0))
 
 
 def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int = 480) -> None:
@@ -78,6 +83,7 @@ def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int =
 def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` GANs on the mixture; returns (and writes) the results."""
   validate_config(c)
+  check_state_config(c, make_state)
   workdir = pathlib.Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
   modes, std = mixtures.mixture(c.mixture)

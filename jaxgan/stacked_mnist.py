@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from jaxgan import mixture_benchmark, mnist, models, summary
-from jaxgan.errors import ConfigError, check_positive_ints
+from jaxgan.errors import ConfigError, check_positive_ints, check_state_config
 from jaxgan.train import GANState, create_state, generate, latents, train_step
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` DCGANs on Stacked MNIST one after another; returns (and writes)
   results.json with the mean and per-seed modes and KL, and the real data's own scores."""
   validate_config(c)
+  check_state_config(c, make_state)
   workdir = pathlib.Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
   classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)

@@ -52,6 +52,16 @@ class GANState(struct.PyTreeNode):
   augment: tuple[str, ...] = struct.field(pytree_node=False, default=())
   pack: int = struct.field(pytree_node=False, default=1)
   num_classes: int = struct.field(pytree_node=False, default=0)
+  label_smoothing: float = struct.field(pytree_node=False, default=0.0)
+  generator_objective: str = struct.field(pytree_node=False, default="adversarial")
+  g_historical_weight: float = struct.field(pytree_node=False, default=0.0)
+  d_historical_weight: float = struct.field(pytree_node=False, default=0.0)
+  # The mean of all past parameter values (historical averaging), else None.
+  g_historical_params: PyTree = None
+  d_historical_params: PyTree = None
+
+
+GENERATOR_OBJECTIVES = ("adversarial", "feature_matching")
 
 
 def pack_samples(x: jax.Array, pack: int) -> jax.Array:
@@ -93,7 +103,9 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  ema_decay: float | None = None, ema_start: int = 0, gp_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_interval: int = 1, weight_clip: float = 0.0,
                  augment: str | Sequence[str] = (), pack: int = 1,
-                 num_classes: int = 0) -> GANState:
+                 num_classes: int = 0, label_smoothing: float = 0.0,
+                 generator_objective: str = "adversarial", g_historical_weight: float = 0.0,
+                 d_historical_weight: float = 0.0) -> GANState:
   """Initialises both networks and their optimizers.
 
   Args:
@@ -117,6 +129,14 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       `labels=` (e.g. `SNResNetGenerator/Discriminator(num_classes=...)`), batches
       carry integer `batch["label"]` [B] in [0, num_classes), and fake samples get
       uniformly drawn labels.
+    label_smoothing: one-sided label smoothing: D's target for real samples is
+      1 - label_smoothing (Salimans et al. 2016); see `jaxgan.losses`.
+    generator_objective: "adversarial" (G minimises `loss`'s generator loss) or
+      "feature_matching": G minimises ||mean f(x) - mean f(G(z))||^2, f being the
+      features D sows as `intermediates/features` (Salimans et al. 2016).
+    g_historical_weight, d_historical_weight: historical averaging (Salimans et
+      al. 2016): + weight * ||theta - mean of past thetas||^2 in that network's
+      loss; the running means live in the state (`g/d_historical_params`).
   """
   losses.check_loss(loss)
   data_shape = tuple(int(d) for d in data_shape)
@@ -142,6 +162,14 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       kind = "unconditional" if not classes else f"conditioned on {classes} classes"
       raise ValueError(f"num_classes={num_classes} but the {name} {type(module).__name__} is "
                        f"{kind}; pass the same num_classes to both modules and create_state")
+  label_smoothing = losses.check_label_smoothing(loss, label_smoothing)
+  if generator_objective not in GENERATOR_OBJECTIVES:
+    raise ValueError(f"unknown generator_objective {generator_objective!r}; choose one of "
+                     f"{', '.join(GENERATOR_OBJECTIVES)}")
+  for name, value in (("g_historical_weight", g_historical_weight),
+                      ("d_historical_weight", d_historical_weight)):
+    if value < 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
   if num_classes and int(pack) > 1:
     raise ValueError(f"pack={pack} with num_classes={num_classes}: PacGAN packing is not defined "
                      "for class-conditional discriminators; use pack=1")
@@ -160,6 +188,9 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
   g_vars = _init_variables(generator, g_key, z, y)
   d_vars = _init_variables(discriminator, d_key, x, y)
   g_params, d_params = g_vars["params"], d_vars["params"]
+  if generator_objective == "feature_matching":
+    _check_sows_features(discriminator, d_vars, x, y)
+  copy = lambda tree, on: jax.tree.map(jnp.copy, tree) if on else None  # noqa: E731
   return GANState(
       step=jnp.zeros((), jnp.int32),
       g_params=g_params, d_params=d_params,
@@ -169,10 +200,42 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       g_optimizer=g_optimizer, d_optimizer=d_optimizer,
       loss=loss, latent_dim=int(latent_dim), data_shape=data_shape, n_critic=int(n_critic),
       ema_decay=ema_decay,
-      g_ema_params=jax.tree.map(jnp.copy, g_params) if ema_decay is not None else None,
+      g_ema_params=copy(g_params, ema_decay is not None),
       ema_start=int(ema_start), gp_weight=float(gp_weight), r1_gamma=float(r1_gamma),
       r1_interval=int(r1_interval), weight_clip=float(weight_clip), augment=augment,
-      pack=int(pack), num_classes=num_classes)
+      pack=int(pack), num_classes=num_classes, label_smoothing=label_smoothing,
+      generator_objective=generator_objective, g_historical_weight=float(g_historical_weight),
+      d_historical_weight=float(d_historical_weight),
+      g_historical_params=copy(g_params, g_historical_weight > 0),
+      d_historical_params=copy(d_params, d_historical_weight > 0))
+
+
+def _features(module: nn.Module, variables, x, labels=None):
+  """(logits, the features D sows as `intermediates/features`, or None) of D in training mode."""
+  kwargs = {} if labels is None else {"labels": labels}
+  logits, out = module.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                             **kwargs)
+  sown = out.get("intermediates", {}).get("features")
+  return logits, (None if sown is None else sown[-1].reshape(x.shape[0], -1))
+
+
+def _check_sows_features(discriminator: nn.Module, d_vars, x, y) -> None:
+  _, features = jax.eval_shape(lambda: _features(discriminator, d_vars, x, y))
+  if features is None:
+    raise ValueError(f"generator_objective='feature_matching' needs a discriminator that sows "
+                     f"its features (self.sow('intermediates', 'features', h)); "
+                     f"{type(discriminator).__name__} does not")
+
+
+def historical_penalty(params: PyTree, historical: PyTree) -> jax.Array:
+  """||theta - mean of past thetas||^2 over all parameters (Salimans et al. 2016)."""
+  return sum(jnp.sum(jnp.square(p - h)) for p, h in zip(jax.tree.leaves(params),
+                                                          jax.tree.leaves(historical)))
+
+
+def update_historical_mean(historical: PyTree, params: PyTree, step: jax.Array) -> PyTree:
+  """The running mean of theta_0 .. theta_{step+1} from that of theta_0 .. theta_step."""
+  return jax.tree.map(lambda h, p: h + (p - h) / (step + 2).astype(p.dtype), historical, params)
 
 
 def _with_axis_name(module: nn.Module, axis_name: str | None) -> tuple[nn.Module, bool]:
@@ -296,7 +359,10 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     def loss_fn(params):
       real_logits, stats = _apply(discriminator, params, d_batch_stats, x, y)
       fake_logits, stats = _apply(discriminator, params, stats, fake, y_fake)
-      loss = losses.discriminator_loss(state.loss, real_logits, fake_logits)
+      loss = losses.discriminator_loss(state.loss, real_logits, fake_logits,
+                                       label_smoothing=state.label_smoothing)
+      if state.d_historical_params is not None:
+        loss += state.d_historical_weight * historical_penalty(params, state.d_historical_params)
       # Penalties are taken at real (or interpolated) samples, with the real labels.
       d_fn = lambda v: _apply(discriminator, params, d_batch_stats, v, y)[0]  # noqa: E731
       if state.gp_weight > 0:  # the penalty's own BatchNorm statistics are discarded
@@ -334,13 +400,34 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   y_fake = random_labels(jax.random.fold_in(label_key, state.n_critic), per_update,
                          state.num_classes, axis_name)
 
+  d_vars = {"params": d_params, "batch_stats": d_batch_stats}
+  if state.generator_objective == "feature_matching":
+    # mean f(x) over the global batch of real samples, with D as it is after its update
+    _, real_features = _features(discriminator, d_vars,
+                                 d_input(real, jax.random.fold_in(g_aug_key, 1)), real_labels)
+    real_mean = sync(jnp.mean(jax.lax.stop_gradient(real_features), axis=0))
+
   def g_loss_fn(params):
     fake, stats = _apply(generator, params, state.g_batch_stats, z, y_fake)
-    fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key),
-                            y_fake)
-    return losses.generator_loss(state.loss, fake_logits), stats
+    if state.generator_objective == "feature_matching":
+      _, fake_features = _features(discriminator, d_vars, d_input(fake, g_aug_key), y_fake)
+      local_mean = jnp.mean(fake_features, axis=0)
+      diff = sync(jax.lax.stop_gradient(local_mean)) - real_mean  # global mean f(G(z)) - f(x)
+      loss = jnp.sum(jnp.square(diff))
+      # 2 diff . local_mean has the gradient of ||diff||^2 through this device's samples;
+      # the pmean of gradients below completes it, with no collective inside the gradient.
+      objective = 2.0 * jnp.sum(diff * local_mean)
+    else:
+      fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key),
+                              y_fake)
+      loss = objective = losses.generator_loss(state.loss, fake_logits)
+    if state.g_historical_params is not None:
+      penalty = state.g_historical_weight * historical_penalty(params, state.g_historical_params)
+      loss, objective = loss + penalty, objective + penalty
+    return objective, (loss, stats)
 
-  (g_loss, g_batch_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+  (_, (g_loss, g_batch_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+      state.g_params)
   g_grads = sync(g_grads)
   updates, g_opt_state = state.g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
@@ -349,11 +436,18 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     decay = jnp.where(state.step < state.ema_start, 0.0, state.ema_decay)
     g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
 
+  g_hist, d_hist = state.g_historical_params, state.d_historical_params
+  if g_hist is not None:
+    g_hist = update_historical_mean(g_hist, g_params, state.step)
+  if d_hist is not None:
+    d_hist = update_historical_mean(d_hist, d_params, state.step)
+
   metrics = sync({**d_metrics, "g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)})
   new_state = state.replace(
       step=state.step + 1, g_params=g_params, d_params=d_params,
       g_batch_stats=sync(g_batch_stats, g_synced), d_batch_stats=d_batch_stats,
-      g_opt_state=g_opt_state, d_opt_state=d_opt_state, g_ema_params=g_ema_params)
+      g_opt_state=g_opt_state, d_opt_state=d_opt_state, g_ema_params=g_ema_params,
+      g_historical_params=g_hist, d_historical_params=d_hist)
   return new_state, metrics
 
 

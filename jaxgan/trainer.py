@@ -31,7 +31,9 @@ from jaxgan import evaluation, input_pipeline, losses, models, parallel, summary
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import UPSAMPLE_IMPLS
-from jaxgan.train import GANState, create_state, generate, guard_nonfinite, latents
+from jaxgan.models.minibatch import MINIBATCH_KINDS
+from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate, guard_nonfinite,
+                          latents)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"config.batch_size={config.batch_size} must be divisible by "
          f"config.n_critic={config.n_critic} (each D update takes batch_size/n_critic images)")
   _check(0.0 <= config.ema_decay < 1.0, f"config.ema_decay must be in [0, 1), got {config.ema_decay}")
-  for key in ("ema_start", "gp_weight", "r1_gamma", "weight_clip"):
+  for key in ("ema_start", "gp_weight", "r1_gamma", "weight_clip", "g_historical_weight",
+              "d_historical_weight"):
     _check(config.get(key, 0) >= 0, f"config.{key} must be >= 0, got {config.get(key)}")
   for key in ("r1_interval", "pack"):
     _check(_is_int(config.get(key, 1)) and config.get(key, 1) >= 1,
@@ -89,6 +92,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     augment_lib.parse_policy(config.get("augment", ""))
   except ValueError as e:
     raise ConfigError(f"config.augment: {e}") from None
+  try:
+    losses.check_label_smoothing(config.loss, config.get("label_smoothing", 0.0))
+  except ValueError as e:
+    raise ConfigError(f"config.label_smoothing: {e}") from None
+  _check(config.get("generator_objective", "adversarial") in GENERATOR_OBJECTIVES,
+         f"config.generator_objective={config.get('generator_objective')!r} is unknown; choose "
+         f"one of {', '.join(GENERATOR_OBJECTIVES)}")
   m = config.model
   _check(m.name in MODELS, f"config.model.name={m.name!r} is unknown; choose one of {MODELS}")
   size = m.image_size
@@ -100,6 +110,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(m.channels in (1, 3), f"config.model.channels must be 1 or 3, got {m.channels}")
   _check(m.upsample in UPSAMPLE_IMPLS,
          f"config.model.upsample={m.upsample!r} is unknown; choose one of {UPSAMPLE_IMPLS}")
+  _check(m.get("minibatch", "none") in MINIBATCH_KINDS,
+         f"config.model.minibatch={m.get('minibatch')!r} is unknown; choose one of "
+         f"{', '.join(MINIBATCH_KINDS)}")
   _check(isinstance(m.get("spectral_norm", False), bool),
          f"config.model.spectral_norm must be true or false, got {m.get('spectral_norm')!r}")
   o = config.optimizer
@@ -150,9 +163,11 @@ def make_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
   """D of `config.model`: DCGAN (optionally spectral-normalised) or SN-ResNet (ndf is its `ch`)."""
   m = config.model
   if m.name == "sn_resnet":
-    return models.SNResNetDiscriminator(image_size=m.image_size, ch=m.ndf)
+    return models.SNResNetDiscriminator(image_size=m.image_size, ch=m.ndf,
+                                        minibatch=m.get("minibatch", "none"))
   return models.DCGANDiscriminator(image_size=m.image_size, channels=m.channels, ndf=m.ndf,
-                                   spectral_norm=bool(m.get("spectral_norm", False)))
+                                   spectral_norm=bool(m.get("spectral_norm", False)),
+                                   minibatch=m.get("minibatch", "none"))
 
 
 def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
@@ -169,7 +184,10 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       ema_start=config.get("ema_start", 0), gp_weight=config.get("gp_weight", 0.0),
       r1_gamma=config.get("r1_gamma", 0.0), r1_interval=config.get("r1_interval", 1),
       weight_clip=config.get("weight_clip", 0.0), augment=config.get("augment", ""),
-      pack=config.get("pack", 1))
+      pack=config.get("pack", 1), label_smoothing=config.get("label_smoothing", 0.0),
+      generator_objective=config.get("generator_objective", "adversarial"),
+      g_historical_weight=config.get("g_historical_weight", 0.0),
+      d_historical_weight=config.get("d_historical_weight", 0.0))
 
 
 def make_pipeline(config: ml_collections.ConfigDict) -> input_pipeline.ImagePipeline:
@@ -195,7 +213,8 @@ def _format_eta(seconds: float) -> str:
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
-_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay", "pack")
+_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay", "pack",
+                    "g_historical_weight", "d_historical_weight")
 
 
 class _StopSignals:
@@ -228,6 +247,8 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
   for c in (saved, current):  # the upsampling implementation does not change the parameters
     if isinstance(c.get("model"), dict):
       c["model"] = {k: v for k, v in c["model"].items() if k != "upsample"}
+  if isinstance(saved.get("model"), dict):  # model keys added since that run have their defaults
+    current["model"] = {k: v for k, v in current["model"].items() if k in saved["model"]}
   for key in _COMPATIBLE_KEYS:
     if key in saved and saved[key] != current[key]:
       raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "

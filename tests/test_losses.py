@@ -51,3 +51,23 @@ def test_unknown_loss_lists_the_valid_ones():
     losses.discriminator_loss("vanilla", REAL, FAKE)
   with pytest.raises(ValueError, match="unknown GAN loss 'wgan'"):
     losses.generator_loss("wgan", FAKE)
+
+
+def test_one_sided_label_smoothing_matches_hand_computation():
+  eps = 0.1
+  real_term = -((1 - eps) * (log_sigmoid(2.0) + log_sigmoid(-1.0))
+                + eps * (log_one_minus_sigmoid(2.0) + log_one_minus_sigmoid(-1.0))) / 2
+  fake_term = -(log_one_minus_sigmoid(0.5) + log_one_minus_sigmoid(-3.0)) / 2  # targets stay 0
+  for name in ("non_saturating", "minimax"):
+    np.testing.assert_allclose(losses.discriminator_loss(name, REAL, FAKE, label_smoothing=eps),
+                               real_term + fake_term, rtol=1e-6)
+  # LSGAN: real target 0.9: 0.5*mean([(2-0.9)^2, (-1-0.9)^2]) + 0.5*mean([0.25, 9])
+  np.testing.assert_allclose(
+      losses.discriminator_loss("least_squares", REAL, FAKE, label_smoothing=eps),
+      0.5 * (1.21 + 3.61) / 2 + 0.5 * 4.625, rtol=1e-6)
+  np.testing.assert_allclose(losses.discriminator_loss("hinge", REAL, FAKE, label_smoothing=0.0),
+                             1.75)
+  with pytest.raises(ValueError, match="label_smoothing has no meaning for the hinge loss"):
+    losses.discriminator_loss("hinge", REAL, FAKE, label_smoothing=0.1)
+  with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.5"):
+    losses.check_label_smoothing("non_saturating", 1.5)

@@ -30,14 +30,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.augment = ""  # DiffAugment transforms for D, e.g. "color,translation,cutout"
   c.pack = 1  # PacGAN: D judges packs of this many samples
 
+  # "Improved Techniques for Training GANs" (Salimans et al. 2016), all off by default.
+  c.label_smoothing = 0.0  # one-sided: D's real target 1 - this (e.g. 0.1)
+  c.generator_objective = "adversarial"  # or "feature_matching" (on D's last feature map)
+  c.g_historical_weight = 0.0  # historical averaging: + w ||theta - mean past theta||^2
+  c.d_historical_weight = 0.0
+
   c.model = ml_collections.ConfigDict()
-  c.model.name = "dcgan"
+  c.model.name = "dcgan"  # dcgan | sn_resnet (32 or 64 px; ngf/ndf are its widths `ch`)
   c.model.image_size = 64
   c.model.channels = 3
   c.model.ngf = 64
   c.model.ndf = 64
   c.model.upsample = "subpixel"  # or "transpose": same parameters and outputs
   c.model.spectral_norm = False  # SN-DCGAN discriminator: spectral norm instead of BatchNorm
+  c.model.minibatch = "none"  # D: none | stddev (ProGAN) | discrimination (Salimans et al.)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.g_lr = 2e-4

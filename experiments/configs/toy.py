@@ -45,6 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.gp_weight = 0.0
   c.r1_gamma = 0.0
   c.r1_interval = 1
+  # "Improved Techniques for Training GANs" (Salimans et al. 2016)
+  c.label_smoothing = 0.0
+  c.generator_objective = "adversarial"  # or "feature_matching" (D's last hidden layer)
+  c.d_minibatch = "none"  # none | stddev | discrimination
+  c.g_historical_weight = 0.0
+  c.d_historical_weight = 0.0
   if arg in ("ring", "grid"):
     c.mixture = arg
   elif arg == "smoke":

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxgan.models.layers import (Project, Upsample2x, batch_norm, dcgan_kernel_init,
                                   dcgan_scale_init)
+from jaxgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev, check_kind
 
 
 def num_stages(image_size: int) -> int:
@@ -55,6 +56,11 @@ class DCGANDiscriminator(nn.Module):
   `spectral_norm=True` is the SN-DCGAN discriminator (Miyato et al. 2018): every
   convolution divided by its spectral norm (`flax.linen.SpectralNorm`, one power
   iteration per training pass, its vectors kept in `batch_stats`), and no BatchNorm.
+
+  `minibatch`: "stddev" appends ProGAN's minibatch-stddev channel to the last
+  4x4 feature map; "discrimination" adds Salimans et al.'s minibatch
+  discrimination term to the logit (see `jaxgan.models.minibatch`). The last
+  feature map (flattened) is sown as `intermediates/features` (feature matching).
   """
   image_size: int = 64
   channels: int = 3
@@ -62,6 +68,7 @@ class DCGANDiscriminator(nn.Module):
   axis_name: str | None = None
   dtype: jnp.dtype | None = None
   spectral_norm: bool = False
+  minibatch: str = "none"
 
   def _conv(self, features, **kwargs):
     conv = nn.Conv(features, (4, 4), use_bias=False, kernel_init=dcgan_kernel_init,
@@ -80,5 +87,12 @@ class DCGANDiscriminator(nn.Module):
       if k > 0 and not self.spectral_norm:  # no BatchNorm on the first layer
         x = batch_norm(train, self.axis_name, self.dtype, scale_init=dcgan_scale_init)(x)
       x = nn.leaky_relu(x, 0.2)
-    x = self._call(self._conv(1, padding="VALID"), x, train)
-    return x.reshape(x.shape[0]).astype(jnp.float32)
+    self.sow("intermediates", "features", x.reshape(x.shape[0], -1))
+    features = x
+    if check_kind(self.minibatch) == "stddev":
+      x = MinibatchStdDev()(x)
+    logit = self._call(self._conv(1, padding="VALID"), x, train).reshape(x.shape[0])
+    if self.minibatch == "discrimination":
+      o = MinibatchDiscrimination(axis_name=self.axis_name)(features)
+      logit = logit + nn.Dense(1, use_bias=False, name="minibatch_out")(o)[:, 0]
+    return logit.astype(jnp.float32)

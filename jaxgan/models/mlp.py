@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgan.models import layers
+from jaxgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev, check_kind
 
 
 def _kernel_init(init_std: float | None):
@@ -39,10 +40,16 @@ class MLPGenerator(nn.Module):
 
 class MLPDiscriminator(nn.Module):
   """samples [B, ...] -> logits [B]; hidden layers LeakyReLU(0.2), or maxout units
-  (the max of `maxout` linear pieces, Goodfellow et al. 2013) when `maxout` > 1."""
+  (the max of `maxout` linear pieces, Goodfellow et al. 2013) when `maxout` > 1.
+
+  The last hidden layer is sown as `intermediates/features`; `minibatch`
+  ("stddev" | "discrimination") adds a minibatch feature after it.
+  """
   hidden_dims: Sequence[int] = (128, 128, 128)
   maxout: int = 1
   init_std: float | None = None
+  minibatch: str = "none"
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -54,4 +61,12 @@ class MLPDiscriminator(nn.Module):
         x = x.reshape(x.shape[0], width, self.maxout).max(-1)
       else:
         x = nn.leaky_relu(nn.Dense(width, kernel_init=init)(x), 0.2)
-    return nn.Dense(1, kernel_init=init)(x).reshape(x.shape[0]).astype(jnp.float32)
+    self.sow("intermediates", "features", x)
+    features = x
+    if check_kind(self.minibatch) == "stddev":
+      x = MinibatchStdDev()(x)
+    logit = nn.Dense(1, kernel_init=init)(x)[:, 0]
+    if self.minibatch == "discrimination":
+      o = MinibatchDiscrimination(axis_name=self.axis_name)(features)
+      logit = logit + nn.Dense(1, use_bias=False, kernel_init=init, name="minibatch_out")(o)[:, 0]
+    return logit.astype(jnp.float32)

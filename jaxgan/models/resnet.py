@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.models.layers import batch_norm
+from jaxgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev, check_kind
 
 # Widths per stage as multiples of `ch`, and which D blocks downsample.
 _G_WIDTHS = {32: (1, 1, 1, 1), 64: (16, 8, 4, 2, 1)}  # [input of the first block, ...outputs]
@@ -161,11 +162,16 @@ class SNResNetDiscriminator(nn.Module):
 
   The logit is Linear(sum-pooled ReLU features), plus <embed(y), features> with
   the projection discriminator's class embedding when `num_classes > 0`.
+  `minibatch="stddev"` appends ProGAN's minibatch-stddev channel before the last
+  block; `"discrimination"` adds Salimans et al.'s minibatch-discrimination term
+  (on the pooled features) to the logit.
   """
   image_size: int = 32
   ch: int = 128
   num_classes: int = 0
   dtype: jnp.dtype | None = None
+  minibatch: str = "none"
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, labels=None, train: bool = True):
@@ -174,7 +180,9 @@ class SNResNetDiscriminator(nn.Module):
     widths = [self.ch * m for m in _D_WIDTHS[self.image_size]]
     downs = _D_DOWN[self.image_size]
     x = DiscriminatorBlock(widths[0], downs[0], optimized=True, dtype=self.dtype)(x, train)
-    for width, down in zip(widths[1:], downs[1:]):
+    for i, (width, down) in enumerate(zip(widths[1:], downs[1:])):
+      if i == len(widths) - 2 and check_kind(self.minibatch) == "stddev":
+        x = MinibatchStdDev()(x)
       x = DiscriminatorBlock(width, down, dtype=self.dtype)(x, train)
     h = jnp.sum(nn.relu(x), axis=(1, 2))
     self.sow("intermediates", "features", h)  # read with mutable=["intermediates"]
@@ -184,4 +192,8 @@ class SNResNetDiscriminator(nn.Module):
       embed = _sn(nn.Embed(self.num_classes, h.shape[-1], embedding_init=_glorot, name="embed"),
                   labels, train, name="embed_sn")
       logit = logit + jnp.sum(embed * h, axis=-1)
+    if self.minibatch == "discrimination":
+      o = MinibatchDiscrimination(axis_name=self.axis_name)(h)
+      logit = logit + _sn(nn.Dense(1, use_bias=False, kernel_init=_glorot, name="minibatch_out"),
+                          o, train, name="minibatch_out_sn")[:, 0]
     return logit.astype(jnp.float32)
