@@ -1,6 +1,7 @@
 """Errors that the programs report as one line (no traceback): bad configuration or data."""
 
-from typing import Any, Callable, Iterable, Mapping
+import contextlib
+from typing import Any, Iterable, Iterator, Mapping
 
 
 class JaxganError(Exception):
@@ -28,12 +29,13 @@ def check_positive_ints(config: Mapping[str, Any], keys: Iterable[str],
       raise ConfigError(f"{prefix}{key} must be a positive integer, got {value!r}")
 
 
-def check_state_config(config: Any, make_state: Callable[[Any, Any], Any]) -> None:
-  """Builds the state abstractly (no compute) so that a value `create_state` refuses is a
-  ConfigError (one line) before any work starts."""
-  import jax  # pylint: disable=import-outside-toplevel
-
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+  """Re-raises a ValueError of the block (e.g. `create_state` refusing a configured value)
+  as a one-line ConfigError."""
   try:
-    jax.eval_shape(lambda: make_state(config, jax.random.key(0)))
+    yield
+  except ConfigError:
+    raise
   except ValueError as e:
     raise ConfigError(f"config: {e}") from None

@@ -23,7 +23,7 @@ import optax
 from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models
-from jaxgan.errors import ConfigError, check_positive_ints, check_state_config
+from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import GANState, create_state, generate, latents, train_step
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,14 @@ def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int =
 def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` GANs on the mixture; returns (and writes) the results."""
   validate_config(c)
-  check_state_config(c, make_state)
   workdir = pathlib.Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
   modes, std = mixtures.mixture(c.mixture)
   seed_keys = jax.random.split(jax.random.key(c.seed), c.num_seeds)
   init_keys, data_keys, train_keys, eval_keys = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
       seed_keys) for i in range(4))
-  states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(init_keys)
+  with config_errors():
+    states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(init_keys)
   data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(data_keys)
 
   # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of

@@ -111,14 +111,13 @@ class DigitClassifier(nn.Module):
 
 def predict(params: Any, images: jax.Array, batch_size: int = 1000) -> np.ndarray:
   """Predicted digits of float images [N, 28, 28, 1] in [-1, 1]."""
-  apply = _predict_batch
   n = images.shape[0]
   out = []
   for start in range(0, n, batch_size):
     chunk = images[start:start + batch_size]
     pad = batch_size - chunk.shape[0]  # one compiled shape for every chunk
     chunk = jnp.pad(chunk, ((0, pad), (0, 0), (0, 0), (0, 0))) if pad else chunk
-    out.append(np.asarray(apply(params, chunk))[:batch_size - pad])
+    out.append(np.asarray(_predict_batch(params, chunk))[:batch_size - pad])
   return np.concatenate(out) if out else np.zeros((0,), np.int32)
 
 
@@ -151,8 +150,8 @@ def train_classifier(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
   x_all, y_all = to_model_input(images), jnp.asarray(labels, jnp.int32)
   x_test = to_model_input(test[0])
 
-  @jax.jit
-  def step(params, opt_state, idx, dropout_key):
+  @jax.jit  # the data are arguments, not closed-over constants compiled into the program
+  def step(params, opt_state, x_all, y_all, idx, dropout_key):
     def loss_fn(p):
       logits = model.apply({"params": p}, x_all[idx], train=True, rngs={"dropout": dropout_key})
       return optax.softmax_cross_entropy_with_integer_labels(logits, y_all[idx]).mean()
@@ -166,7 +165,7 @@ def train_classifier(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
     order = jax.random.permutation(jax.random.fold_in(key, epoch), len(images))
     for i in range(steps_per_epoch):
       idx = order[i * batch_size:(i + 1) * batch_size]
-      params, opt_state, loss = step(params, opt_state, idx,
+      params, opt_state, loss = step(params, opt_state, x_all, y_all, idx,
                                      jax.random.fold_in(key, epoch * steps_per_epoch + i + 1))
       if log_every and i % log_every == 0:
         log.info("epoch %d step %d/%d loss %.4f", epoch + 1, i, steps_per_epoch, float(loss))

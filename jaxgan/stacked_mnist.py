@@ -25,8 +25,8 @@ import numpy as np
 import optax
 
 from jaxgan import mixture_benchmark, mnist, models, summary
-from jaxgan.errors import ConfigError, check_positive_ints, check_state_config
-from jaxgan.train import GANState, create_state, generate, latents, train_step
+from jaxgan.errors import ConfigError, check_positive_ints, config_errors
+from jaxgan.train import GANState, create_state, sample, train_step
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,9 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
 
 
 def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
-  draw = jax.jit(lambda s, k: generate(s, latents(k, 1000, c.latent_dim)))
   digits, first = [], None
   for i in range(-(-c.eval_samples // 1000)):
-    images = draw(state, jax.random.fold_in(key, i))
+    images = sample(state, jax.random.fold_in(key, i), 1000)
     first = images if first is None else first
     digits.append(label_channels(classifier, images))
   return mode_metrics(np.concatenate(digits)[:c.eval_samples]), first
@@ -106,13 +105,15 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` DCGANs on Stacked MNIST one after another; returns (and writes)
   results.json with the mean and per-seed modes and KL, and the real data's own scores."""
   validate_config(c)
-  check_state_config(c, make_state)
+  key = jax.random.key(c.seed)
+  seed_keys = [jax.random.fold_in(key, 100 + seed) for seed in range(c.num_seeds)]
+  with config_errors():  # before any data is read; each state is consumed (donated) in turn
+    states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
   classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)
   mnist_images, _ = mnist.load(c.data_dir, "train")
   digits = padded_digits(mnist_images)
-  key = jax.random.key(c.seed)
   index = random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images))
   real = stack(digits, index[:c.eval_samples])
   real_scores = mode_metrics(label_channels(classifier, real))
@@ -130,9 +131,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   step = jax.jit(step, donate_argnums=0)
   (workdir / "metrics.jsonl").write_text("")
   per_seed, t0 = [], time.perf_counter()
-  for seed in range(c.num_seeds):
-    seed_key = jax.random.fold_in(key, 100 + seed)
-    state = make_state(c, jax.random.fold_in(seed_key, 0))
+  for seed, (seed_key, state) in enumerate(zip(seed_keys, states)):
     train_key, eval_key = jax.random.fold_in(seed_key, 1), jax.random.fold_in(seed_key, 2)
     for done in range(c.eval_every, c.num_steps + 1, c.eval_every):
       losses = []

@@ -74,6 +74,11 @@ def pack_samples(x: jax.Array, pack: int) -> jax.Array:
   return jnp.moveaxis(x, 1, -2).reshape(b // pack, *rest[:-1], pack * rest[-1])
 
 
+def _label_kwargs(labels) -> dict:
+  """The keyword arguments that pass `labels` to a class-conditional module (none if None)."""
+  return {} if labels is None else {"labels": labels}
+
+
 def module_classes(module: nn.Module) -> int | None:
   """The classes `module` is conditioned on: 0 when its call takes no `labels`, else its
   `num_classes` field (None when it has none)."""
@@ -89,8 +94,7 @@ def _init_variables(module: nn.Module, key: jax.Array, x: jax.Array, labels=None
   compile ~6.5 s (the normal sampler's polynomial); at -O0 it compiles in ~2 s,
   and initialisation runs only once.
   """
-  kwargs = {} if labels is None else {"labels": labels}
-  init = jax.jit(functools.partial(module.init, train=False, **kwargs))
+  init = jax.jit(functools.partial(module.init, train=False, **_label_kwargs(labels)))
   if jax.devices()[0].platform != "cpu" or isinstance(key, jax.core.Tracer):
     return init(key, x)  # on accelerators, or traced (e.g. jax.eval_shape(create_state, ...))
   return init.lower(key, x).compile({"xla_backend_optimization_level": 0})(key, x)
@@ -148,7 +152,9 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
   augment = augment_lib.parse_policy(augment if isinstance(augment, str) else ",".join(augment))
   for name, value in (("gp_weight", gp_weight), ("r1_gamma", r1_gamma),
-                      ("weight_clip", weight_clip), ("ema_start", ema_start)):
+                      ("weight_clip", weight_clip), ("ema_start", ema_start),
+                      ("g_historical_weight", g_historical_weight),
+                      ("d_historical_weight", d_historical_weight)):
     if value < 0:
       raise ValueError(f"{name} must be >= 0, got {value}")
   if int(r1_interval) < 1 or int(pack) < 1:
@@ -166,10 +172,6 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
   if generator_objective not in GENERATOR_OBJECTIVES:
     raise ValueError(f"unknown generator_objective {generator_objective!r}; choose one of "
                      f"{', '.join(GENERATOR_OBJECTIVES)}")
-  for name, value in (("g_historical_weight", g_historical_weight),
-                      ("d_historical_weight", d_historical_weight)):
-    if value < 0:
-      raise ValueError(f"{name} must be >= 0, got {value}")
   if num_classes and int(pack) > 1:
     raise ValueError(f"pack={pack} with num_classes={num_classes}: PacGAN packing is not defined "
                      "for class-conditional discriminators; use pack=1")
@@ -179,8 +181,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
   z = jnp.zeros((1, latent_dim), jnp.float32)
   x = pack_samples(jnp.zeros((int(pack), *data_shape), jnp.float32), int(pack))
   y = jnp.zeros((1,), jnp.int32) if num_classes else None
-  g_out = jax.eval_shape(lambda: generator.init_with_output(
-      g_key, z, train=False, **({"labels": y} if num_classes else {}))[0])
+  g_out = jax.eval_shape(lambda: generator.init_with_output(g_key, z, train=False,
+                                                            **_label_kwargs(y))[0])
   if tuple(g_out.shape[1:]) != data_shape:
     raise ValueError(f"the generator makes samples of shape {tuple(g_out.shape[1:])} but "
                      f"data_shape is {data_shape}; make the generator's output size and "
@@ -212,9 +214,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
 
 def _features(module: nn.Module, variables, x, labels=None):
   """(logits, the features D sows as `intermediates/features`, or None) of D in training mode."""
-  kwargs = {} if labels is None else {"labels": labels}
   logits, out = module.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
-                             **kwargs)
+                             **_label_kwargs(labels))
   sown = out.get("intermediates", {}).get("features")
   return logits, (None if sown is None else sown[-1].reshape(x.shape[0], -1))
 
@@ -249,9 +250,8 @@ def _with_axis_name(module: nn.Module, axis_name: str | None) -> tuple[nn.Module
 
 def _apply(module: nn.Module, params, batch_stats, x, labels=None, train: bool = True):
   """Runs `module` in training mode; returns (output, updated batch_stats)."""
-  kwargs = {} if labels is None else {"labels": labels}
   out, new_vars = module.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
-                               mutable=["batch_stats"], **kwargs)
+                               mutable=["batch_stats"], **_label_kwargs(labels))
   return out, new_vars.get("batch_stats", batch_stats)
 
 
@@ -481,15 +481,12 @@ def generate(state: GANState, z: jax.Array, use_ema: bool = True,
   and sample grids want).
   """
   params = state.g_params if state.g_ema_params is None or not use_ema else state.g_ema_params
-  kwargs = {}
-  if state.num_classes:
-    if labels is None:
-      labels = jnp.arange(z.shape[0]) % state.num_classes
-    kwargs["labels"] = labels
-  elif labels is not None:
+  if state.num_classes and labels is None:
+    labels = jnp.arange(z.shape[0]) % state.num_classes
+  elif not state.num_classes and labels is not None:
     raise ValueError("labels were given but the GAN is unconditional (num_classes=0)")
   return state.generator.apply({"params": params, "batch_stats": state.g_batch_stats}, z,
-                               train=False, **kwargs)
+                               train=False, **_label_kwargs(labels))
 
 
 @jax.jit
