@@ -59,6 +59,7 @@ class GANState(struct.PyTreeNode):
   # The mean of all past parameter values (historical averaging), else None.
   g_historical_params: PyTree = None
   d_historical_params: PyTree = None
+  reuse_fake: bool = struct.field(pytree_node=False, default=False)
 
 
 GENERATOR_OBJECTIVES = ("adversarial", "feature_matching")
@@ -109,7 +110,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  augment: str | Sequence[str] = (), pack: int = 1,
                  num_classes: int = 0, label_smoothing: float = 0.0,
                  generator_objective: str = "adversarial", g_historical_weight: float = 0.0,
-                 d_historical_weight: float = 0.0) -> GANState:
+                 d_historical_weight: float = 0.0, reuse_fake: bool = False) -> GANState:
   """Initialises both networks and their optimizers.
 
   Args:
@@ -141,6 +142,10 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     g_historical_weight, d_historical_weight: historical averaging (Salimans et
       al. 2016): + weight * ||theta - mean of past thetas||^2 in that network's
       loss; the running means live in the state (`g/d_historical_params`).
+    reuse_fake: G's update reuses the latents (and labels) of the last D update
+      and back-propagates through that update's forward pass of G, instead of
+      drawing fresh ones and running G again; pytorch/examples' DCGAN does this.
+      One forward pass of G less per step.
   """
   losses.check_loss(loss)
   data_shape = tuple(int(d) for d in data_shape)
@@ -207,7 +212,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       r1_interval=int(r1_interval), weight_clip=float(weight_clip), augment=augment,
       pack=int(pack), num_classes=num_classes, label_smoothing=label_smoothing,
       generator_objective=generator_objective, g_historical_weight=float(g_historical_weight),
-      d_historical_weight=float(d_historical_weight),
+      d_historical_weight=float(d_historical_weight), reuse_fake=bool(reuse_fake),
       g_historical_params=copy(g_params, g_historical_weight > 0),
       d_historical_params=copy(d_params, d_historical_weight > 0))
 
@@ -306,7 +311,8 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
 
   The batch's B real samples are split into `n_critic` equal strided chunks
   (update i takes rows i, i + n_critic, ...); G's update uses B / n_critic
-  fresh latents. D trains on G(z) under
+  fresh latents (or, with `reuse_fake`, the last D update's latents and its
+  forward pass of G). D trains on G(z) under
   `stop_gradient`. Each network's BatchNorm statistics change only in its own
   update (G runs in training mode inside D's update and vice versa, but those
   passes' statistics are discarded). Keys come from `fold_in(rng, state.step)`.
@@ -345,14 +351,23 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
 
   apply_r1 = state.r1_gamma > 0 and (state.step % state.r1_interval == 0)
 
-  def d_update(carry, inputs):
-    d_params, d_batch_stats, d_opt_state = carry
-    x, y, i = inputs
+  def fake_inputs(i):
+    """The latents and labels of D update i."""
     z = latents(jax.random.fold_in(d_key, i), per_update, state.latent_dim, axis_name)
+    return z, random_labels(jax.random.fold_in(label_key, i), per_update, state.num_classes,
+                            axis_name)
+
+  def generator_forward(params, z, y_fake):
+    return _apply(generator, params, state.g_batch_stats, z, y_fake)
+
+  def d_update(carry, x, y, i, fake_and_labels=None):
+    d_params, d_batch_stats, d_opt_state = carry
     k_real, k_fake, k_gp = jax.random.split(jax.random.fold_in(extra_key, i), 3)
-    y_fake = random_labels(jax.random.fold_in(label_key, i), per_update, state.num_classes,
-                           axis_name)
-    fake, _ = _apply(generator, state.g_params, state.g_batch_stats, z, y_fake)
+    if fake_and_labels is None:
+      z, y_fake = fake_inputs(i)
+      fake, _ = generator_forward(state.g_params, z, y_fake)
+    else:
+      fake, y_fake = fake_and_labels
     fake = jax.lax.stop_gradient(fake)
     x, fake = d_input(x, k_real), d_input(fake, k_fake)
 
@@ -389,16 +404,22 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   carry, d_metrics = (state.d_params, state.d_batch_stats, state.d_opt_state), []
   for i in range(state.n_critic):
     y = None if chunk_labels is None else chunk_labels[:, i]
-    carry, metrics = d_update(carry, (reals[:, i], y, i))
+    shared = None
+    if state.reuse_fake and i == state.n_critic - 1:  # this forward pass of G serves both
+      z, y_fake = fake_inputs(i)
+      fake, g_vjp, reused_g_stats = jax.vjp(lambda p: generator_forward(p, z, y_fake),
+                                            state.g_params, has_aux=True)
+      shared = (fake, y_fake)
+    carry, metrics = d_update(carry, reals[:, i], y, i, shared)
     d_metrics.append(metrics)
   d_params, d_batch_stats, d_opt_state = carry
   d_metrics = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *d_metrics)
 
-  z = latents(g_key, per_update, state.latent_dim, axis_name)
-
   g_aug_key = jax.random.fold_in(extra_key, state.n_critic)
-  y_fake = random_labels(jax.random.fold_in(label_key, state.n_critic), per_update,
-                         state.num_classes, axis_name)
+  if not state.reuse_fake:
+    z = latents(g_key, per_update, state.latent_dim, axis_name)
+    y_fake = random_labels(jax.random.fold_in(label_key, state.n_critic), per_update,
+                           state.num_classes, axis_name)
 
   d_vars = {"params": d_params, "batch_stats": d_batch_stats}
   if state.generator_objective == "feature_matching":
@@ -407,8 +428,8 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
                                  d_input(real, jax.random.fold_in(g_aug_key, 1)), real_labels)
     real_mean = sync(jnp.mean(jax.lax.stop_gradient(real_features), axis=0))
 
-  def g_loss_fn(params):
-    fake, stats = _apply(generator, params, state.g_batch_stats, z, y_fake)
+  def g_objective(fake):
+    """(the objective whose gradient G follows, G's loss) of the samples G made."""
     if state.generator_objective == "feature_matching":
       _, fake_features = _features(discriminator, d_vars, d_input(fake, g_aug_key), y_fake)
       local_mean = jnp.mean(fake_features, axis=0)
@@ -421,13 +442,29 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
       fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key),
                               y_fake)
       loss = objective = losses.generator_loss(state.loss, fake_logits)
-    if state.g_historical_params is not None:
-      penalty = state.g_historical_weight * historical_penalty(params, state.g_historical_params)
-      loss, objective = loss + penalty, objective + penalty
-    return objective, (loss, stats)
+    return objective, loss
 
-  (_, (g_loss, g_batch_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-      state.g_params)
+  def g_penalty(params):
+    if state.g_historical_params is None:
+      return jnp.zeros(())
+    return state.g_historical_weight * historical_penalty(params, state.g_historical_params)
+
+  def g_loss_fn(params):
+    fake, stats = generator_forward(params, z, y_fake)
+    objective, loss = g_objective(fake)
+    penalty = g_penalty(params)
+    return objective + penalty, (loss + penalty, stats)
+
+  if state.reuse_fake:  # back-propagate through the D update's forward pass of G
+    (_, g_loss), d_fake = jax.value_and_grad(g_objective, has_aux=True)(fake)
+    g_grads, = g_vjp(d_fake)
+    g_batch_stats = reused_g_stats
+    if state.g_historical_params is not None:
+      penalty, penalty_grads = jax.value_and_grad(g_penalty)(state.g_params)
+      g_loss, g_grads = g_loss + penalty, jax.tree.map(jnp.add, g_grads, penalty_grads)
+  else:
+    (_, (g_loss, g_batch_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        state.g_params)
   g_grads = sync(g_grads)
   updates, g_opt_state = state.g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)

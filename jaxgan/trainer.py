@@ -30,7 +30,7 @@ from jaxgan import augment as augment_lib
 from jaxgan import evaluation, input_pipeline, losses, models, parallel, summary
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
-from jaxgan.models.layers import UPSAMPLE_IMPLS
+from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
 from jaxgan.models.minibatch import MINIBATCH_KINDS
 from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate, guard_nonfinite,
                           latents)
@@ -110,6 +110,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(m.channels in (1, 3), f"config.model.channels must be 1 or 3, got {m.channels}")
   _check(m.upsample in UPSAMPLE_IMPLS,
          f"config.model.upsample={m.upsample!r} is unknown; choose one of {UPSAMPLE_IMPLS}")
+  _check(m.get("conv_impl", "auto") in CONV_IMPLS,
+         f"config.model.conv_impl={m.get('conv_impl')!r} is unknown; choose one of {CONV_IMPLS}")
+  _check(m.get("dtype", "float32") in COMPUTE_DTYPES,
+         f"config.model.dtype={m.get('dtype')!r} is unknown; choose one of "
+         f"{', '.join(COMPUTE_DTYPES)} (the compute dtype; parameters stay float32)")
+  _check(isinstance(config.get("reuse_fake", False), bool),
+         f"config.reuse_fake must be true or false, got {config.get('reuse_fake')!r}")
   _check(m.get("minibatch", "none") in MINIBATCH_KINDS,
          f"config.model.minibatch={m.get('minibatch')!r} is unknown; choose one of "
          f"{', '.join(MINIBATCH_KINDS)}")
@@ -150,24 +157,33 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.batch_size: {e}{hint}") from None
 
 
+# Compute dtypes of config.model.dtype. Parameters, optimizer states and losses stay float32.
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
 def make_generator(config: ml_collections.ConfigDict) -> nn.Module:
   """G of `config.model`: DCGAN (widths from ngf) or SN-ResNet (ngf is its `ch`)."""
   m = config.model
+  dtype = COMPUTE_DTYPES[m.get("dtype", "float32")]
   if m.name == "sn_resnet":
-    return models.SNResNetGenerator(image_size=m.image_size, channels=m.channels, ch=m.ngf)
+    return models.SNResNetGenerator(image_size=m.image_size, channels=m.channels, ch=m.ngf,
+                                    dtype=dtype)
   return models.DCGANGenerator(image_size=m.image_size, channels=m.channels, ngf=m.ngf,
-                               upsample=m.upsample)
+                               upsample=m.upsample, conv_impl=m.get("conv_impl", "auto"),
+                               dtype=dtype)
 
 
 def make_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
   """D of `config.model`: DCGAN (optionally spectral-normalised) or SN-ResNet (ndf is its `ch`)."""
   m = config.model
+  dtype = COMPUTE_DTYPES[m.get("dtype", "float32")]
   if m.name == "sn_resnet":
     return models.SNResNetDiscriminator(image_size=m.image_size, ch=m.ndf,
-                                        minibatch=m.get("minibatch", "none"))
+                                        minibatch=m.get("minibatch", "none"), dtype=dtype)
   return models.DCGANDiscriminator(image_size=m.image_size, channels=m.channels, ndf=m.ndf,
                                    spectral_norm=bool(m.get("spectral_norm", False)),
-                                   minibatch=m.get("minibatch", "none"))
+                                   minibatch=m.get("minibatch", "none"),
+                                   conv_impl=m.get("conv_impl", "auto"), dtype=dtype)
 
 
 def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
@@ -187,7 +203,8 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       pack=config.get("pack", 1), label_smoothing=config.get("label_smoothing", 0.0),
       generator_objective=config.get("generator_objective", "adversarial"),
       g_historical_weight=config.get("g_historical_weight", 0.0),
-      d_historical_weight=config.get("d_historical_weight", 0.0))
+      d_historical_weight=config.get("d_historical_weight", 0.0),
+      reuse_fake=config.get("reuse_fake", False))
 
 
 def make_pipeline(config: ml_collections.ConfigDict) -> input_pipeline.ImagePipeline:
@@ -213,6 +230,7 @@ def _format_eta(seconds: float) -> str:
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+_COMPUTE_KEYS = ("upsample", "conv_impl", "dtype")
 _COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay", "pack",
                     "g_historical_weight", "d_historical_weight")
 
@@ -244,9 +262,9 @@ class _StopSignals:
 
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: pathlib.Path):
   current = json.loads(config.to_json())
-  for c in (saved, current):  # the upsampling implementation does not change the parameters
+  for c in (saved, current):  # how layers compute (not what they are) may change on resume
     if isinstance(c.get("model"), dict):
-      c["model"] = {k: v for k, v in c["model"].items() if k != "upsample"}
+      c["model"] = {k: v for k, v in c["model"].items() if k not in _COMPUTE_KEYS}
   if isinstance(saved.get("model"), dict):  # model keys added since that run have their defaults
     current["model"] = {k: v for k, v in current["model"].items() if k in saved["model"]}
   for key in _COMPATIBLE_KEYS:
@@ -258,6 +276,9 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
   """Trains (or resumes training) to `config.num_steps`; returns the last logged metrics."""
   validate_config(config)
+  if config.get("compilation_cache_dir"):  # compiled steps are reused by later runs
+    jax.config.update("jax_compilation_cache_dir",
+                      str(pathlib.Path(config.compilation_cache_dir).expanduser()))
   workdir = pathlib.Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   # One run per workdir; process 0 of a multi-process run holds the lock for all.

@@ -21,6 +21,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.latent_dim = 100
   c.ema_decay = 0.0  # 0 disables the EMA of G; e.g. 0.999 enables it
   c.ema_start = 0  # the EMA copies G until this step, then averages
+  # G's update reuses the last D update's z and its forward pass of G (as pytorch/examples'
+  # DCGAN); false draws fresh z for G's update and runs G once more.
+  c.reuse_fake = True
 
   # Remedies for mode collapse and instability (all off by default = the DCGAN baseline).
   c.gp_weight = 0.0  # WGAN-GP gradient penalty weight (e.g. 10 with loss=wasserstein)
@@ -42,7 +45,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.channels = 3
   c.model.ngf = 64
   c.model.ndf = 64
-  c.model.upsample = "subpixel"  # or "transpose": same parameters and outputs
+  # How G's transposed convolutions run: auto (phase on CPU, transpose elsewhere) | phase |
+  # subpixel | transpose; all have the same parameters and outputs.
+  c.model.upsample = "auto"
+  c.model.conv_impl = "auto"  # auto (tap_matmul on CPU, xla elsewhere) | xla | tap_matmul
+  c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params/optimizer stay float32)
   c.model.spectral_norm = False  # SN-DCGAN discriminator: spectral norm instead of BatchNorm
   c.model.minibatch = "none"  # D: none | stddev (ProGAN) | discrimination (Salimans et al.)
 
@@ -70,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.nonfinite = "stop"  # stop | skip: on a NaN/inf loss, gradient or parameter
   c.parallel = "jit"  # jit (mesh over all devices) | pmap | none (one device)
   c.multihost = "auto"  # auto | on | off: call jax.distributed.initialize() (TPU pods: on)
+  c.compilation_cache_dir = ""  # persistent XLA compilation cache for repeated runs; "" = off
 
   c.log_every = 100
   c.sample_every = 1000

@@ -5,9 +5,16 @@
 is the 4x4 kernel laid out ``[kh, kw, cin, cout]`` (PyTorch's weight
 ``[cin, cout, kh, kw]`` transposed), whatever the implementation, so checkpoints
 and PyTorch DCGAN weights stay interchangeable.
+
+`conv` is `lax.conv_general_dilated` with the same outputs and gradients, whose
+kernel gradient is a sum of per-tap matrix products: XLA:CPU computes the
+kernel gradient of a convolution 2-4x slower than it computes the forward pass.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +40,113 @@ def batch_norm(train: bool, axis_name: str | None, dtype=None, **kwargs) -> nn.B
                       use_fast_variance=False, axis_name=axis_name, dtype=dtype, **kwargs)
 
 
-UPSAMPLE_IMPLS = ("subpixel", "transpose")
+UPSAMPLE_IMPLS = ("auto", "phase", "subpixel", "transpose")
+CONV_IMPLS = ("auto", "xla", "tap_matmul")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def on_cpu() -> bool:
+  """Whether computations are placed on the CPU backend by default (chooses fast paths)."""
+  return jax.default_backend() == "cpu"
+
+
+# "auto" uses the tap-matmul kernel gradient for convolutions of at least this many
+# multiply-adds: below it the time saved is negligible and the extra compile time is not.
+TAP_MATMUL_MIN_MACS = 10**8
+
+
+def resolve_conv_impl(impl: str, macs: int | None = None) -> str:
+  """"auto" -> "tap_matmul" on CPU (for convolutions of >= TAP_MATMUL_MIN_MACS multiply-adds
+  when `macs` is given), else "xla", the backend's own convolution."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv impl {impl!r}; choose one of {CONV_IMPLS}")
+  if impl == "auto":
+    big = macs is None or macs >= TAP_MATMUL_MIN_MACS
+    return "tap_matmul" if on_cpu() and big else "xla"
+  return impl
+
+
+def _lax_conv(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+
+
+def tap_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int],
+                    strides: Sequence[int], padding) -> jax.Array:
+  """d loss / d kernel of an NHWC convolution as one matrix product per kernel tap:
+  dk[i, j] = sum over (b, h, w) of dy[b, h, w, :] (x) x_pad[b, s*h + i, s*w + j, :]."""
+  kh, kw, _, _ = kernel_shape
+  (sh, sw), (_, ho, wo, _) = strides, dy.shape
+  xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  taps = [jnp.einsum("bhwo,bhwc->oc", dy, xp[:, i:i + sh * (ho - 1) + 1:sh,
+                                          j:j + sw * (wo - 1) + 1:sw],
+                     preferred_element_type=jnp.float32)
+          for i in range(kh) for j in range(kw)]  # [O, C] each: the contiguous operand order
+  return jnp.stack(taps).transpose(0, 2, 1).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _tap_matmul_conv(x, kernel, strides, padding):
+  return _lax_conv(x, kernel, strides, padding)
+
+
+def _tap_matmul_conv_fwd(x, kernel, strides, padding):
+  return _lax_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _tap_matmul_conv_bwd(strides, padding, residuals, dy):
+  x, kernel = residuals
+  dk = tap_kernel_grad(x, dy, kernel.shape, strides, padding).astype(kernel.dtype)
+  if (kernel.shape[:2] == (4, 4) and strides == (2, 2) and padding == ((1, 1), (1, 1))
+      and x.shape[1] == 2 * dy.shape[1] and x.shape[2] == 2 * dy.shape[2]):
+    # The input gradient of Conv(4, stride 2, padding 1) is ConvTranspose(4, 2, 1) with the
+    # same weights; the phase form avoids XLA:CPU's slow input-dilated convolution.
+    dx = conv_transpose_by_phases(dy, jnp.swapaxes(kernel, 2, 3), "xla")
+    return dx.astype(x.dtype), dk
+  _, input_vjp = jax.vjp(lambda v: _lax_conv(v, kernel, strides, padding), x)
+  return input_vjp(dy)[0], dk
+
+
+_tap_matmul_conv.defvjp(_tap_matmul_conv_fwd, _tap_matmul_conv_bwd)
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="VALID",
+         impl: str = "auto") -> jax.Array:
+  """NHWC x HWIO convolution. `impl="tap_matmul"` computes the same outputs and
+  gradients as `"xla"` (to float rounding) with a faster kernel gradient on CPU;
+  `"auto"` chooses by backend and size (`resolve_conv_impl`)."""
+  strides = tuple(int(s) for s in strides)
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
+  padding = tuple(tuple(int(v) for v in p) for p in padding)
+  out_rows = x.shape[0] * np.prod([(x.shape[1 + d] + sum(padding[d]) - kernel.shape[d])
+                                   // strides[d] + 1 for d in range(2)])
+  if resolve_conv_impl(impl, int(out_rows * np.prod(kernel.shape))) == "tap_matmul":
+    return _tap_matmul_conv(x, kernel, strides, padding)
+  return _lax_conv(x, kernel, strides, padding)
+
+
+def flax_conv_fn(impl: str):
+  """A `conv_general_dilated` for `flax.linen.Conv(conv_general_dilated=...)` that runs `conv`
+  (plain NHWC convolutions only; anything else goes to lax unchanged)."""
+  if resolve_conv_impl(impl) == "xla":
+    return None  # flax's default, lax.conv_general_dilated (the layer's `conv` might pick it too)
+
+  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                           rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                           precision=None, **kwargs):
+    plain = (lhs.ndim == 4 and feature_group_count == 1 and not kwargs and precision is None
+             and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+             and (dimension_numbers is None or
+                  jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+                  == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)))
+    if plain:
+      return conv(lhs, rhs, window_strides, padding, impl=impl)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                        rhs_dilation, dimension_numbers, feature_group_count,
+                                        precision=precision, **kwargs)
+
+  return conv_general_dilated
+
 
 # For output row 2m+a, ConvTranspose(4, 2, 1) reads input rows m-1, m, m+1 with
 # kernel taps _TAPS[a] (4 marks "no tap": a zero row appended to the kernel).
@@ -54,6 +167,34 @@ def subpixel_kernel(kernel: jax.Array) -> jax.Array:
   return k3.reshape(3, 3, cin, 4 * cout)
 
 
+# The phase form: output pixel (2m+a, 2n+b) is a 2x2 window of the padded input at
+# (m+a, n+b) with kernel taps _PHASE_TAPS[a] x _PHASE_TAPS[b].
+_PHASE_TAPS = np.array([[3, 1], [2, 0]])
+
+
+def phase_kernel(kernel: jax.Array) -> jax.Array:
+  """Rewrites a [4, 4, cin, cout] transposed-conv kernel as a [2, 2, cin, 4*cout] conv kernel
+  (output channel (a, b, c): output phase (a, b), channel c)."""
+  phases = kernel[_PHASE_TAPS][:, :, _PHASE_TAPS]  # [a, r, b, s, cin, cout]
+  cin, cout = kernel.shape[2:]
+  return jnp.transpose(phases, (1, 3, 4, 0, 2, 5)).reshape(2, 2, cin, 4 * cout)
+
+
+def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, conv_impl: str = "auto"):
+  """PyTorch's ConvTranspose2d(4, 2, 1) as one 2x2 convolution of the 1-padded input to
+  4*cout channels, whose four phases are interleaved into the 2x upsampled output.
+
+  It multiplies no structural zeros (the 3x3 sub-pixel form multiplies 20 of 36
+  taps by zero) and computes (H+1)(W+1) windows for H*W outputs per phase.
+  """
+  b, h, w, _ = x.shape
+  cout = kernel.shape[-1]
+  y = conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), phase_kernel(kernel), impl=conv_impl)
+  y = y.reshape(b, h + 1, w + 1, 2, 2, cout)
+  rows = [jnp.stack([y[:, a:a + h, c:c + w, a, c] for c in range(2)], axis=3) for a in range(2)]
+  return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, cout)
+
+
 def depth_to_space(x: jax.Array, cout: int) -> jax.Array:
   b, h, w, _ = x.shape
   x = x.reshape(b, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
@@ -70,24 +211,34 @@ def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
 class Upsample2x(nn.Module):
   """Doubles H and W: PyTorch's ConvTranspose2d(kernel 4, stride 2, padding 1, no bias).
 
-  `impl="subpixel"` runs one 3x3 convolution to 4*features channels followed by
-  depth-to-space (same outputs, much faster gradients on CPU); `"transpose"` is
-  the textbook input-dilated convolution. Both read the same parameter.
+  All implementations read the same parameter and give the same outputs:
+  `"phase"`: one 2x2 convolution to 4*features channels, phases interleaved
+  (`conv_transpose_by_phases`; fastest on CPU); `"subpixel"`: one 3x3
+  convolution and depth-to-space; `"transpose"`: the textbook input-dilated
+  convolution (cuDNN's own transposed convolution on GPU). `"auto"` picks
+  `"phase"` on CPU and `"transpose"` elsewhere. `conv_impl` is `conv`'s
+  (kernel-gradient) implementation for the phase form.
   """
   features: int
-  impl: str = "subpixel"
+  impl: str = "auto"
   dtype: jnp.dtype | None = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", dcgan_kernel_init, (4, 4, x.shape[-1], self.features))
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    if self.impl == "subpixel":
+    impl = self.impl
+    if impl == "auto":
+      impl = "phase" if on_cpu() else "transpose"
+    if impl == "phase":
+      return conv_transpose_by_phases(x, kernel, self.conv_impl)
+    if impl == "subpixel":
       y = jax.lax.conv_general_dilated(
           x, subpixel_kernel(kernel), window_strides=(1, 1), padding=((1, 1), (1, 1)),
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
       return depth_to_space(y, self.features)
-    if self.impl == "transpose":
+    if impl == "transpose":
       return conv_transpose_4x4_s2(x, kernel)
     raise ValueError(f"unknown upsample impl {self.impl!r}; choose one of {UPSAMPLE_IMPLS}")
 

@@ -1,0 +1,141 @@
+"""The speed paths compute what the plain ones compute: the tap-matmul kernel gradient, the
+phase form of the transposed convolution, G's forward pass reused for its update, bfloat16."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxgan
+from jaxgan import losses, models, train
+from jaxgan.models import layers
+from helpers import image_batches, run_steps, sgd_state, tiny_dcgan_state
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    (4, (2, 2), ((1, 1), (1, 1))),  # DCGAN D's layers (input gradient by phases)
+    (4, (1, 1), "VALID"),  # DCGAN D's last layer
+    (2, (1, 1), "VALID"),  # the phase form's convolution
+    (3, (1, 1), "SAME"),
+    (4, (2, 2), "VALID"),
+])
+def test_tap_matmul_conv_has_the_outputs_and_gradients_of_xla(kernel, strides, padding):
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 5))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 7))
+  outs, grads = {}, {}
+  for impl in ("xla", "tap_matmul"):
+    f = lambda x, k, impl=impl: layers.conv(x, k, strides, padding, impl=impl)  # noqa: E731
+    outs[impl] = f(x, k)
+    grads[impl] = jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(x, k)
+  np.testing.assert_allclose(outs["tap_matmul"], outs["xla"], rtol=1e-6, atol=1e-5)
+  for fast, plain in zip(grads["tap_matmul"], grads["xla"]):
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-4 * np.abs(plain).max())
+
+
+def test_fast_dcgan_paths_give_the_same_outputs_and_gradients():
+  z = jax.random.normal(jax.random.key(0), (4, 16))
+  x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3), minval=-1, maxval=1)
+
+  def grads(module, inp, variables):
+    def loss(params):
+      out, _ = module.apply({**variables, "params": params}, inp, mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(3 * out)), out
+    return jax.grad(loss, has_aux=True)(variables["params"])
+
+  reference = None
+  for upsample, conv_impl in (("transpose", "xla"), ("phase", "tap_matmul"), ("phase", "xla"),
+                              ("subpixel", "tap_matmul"), ("auto", "auto")):
+    g = models.DCGANGenerator(image_size=16, ngf=8, upsample=upsample, conv_impl=conv_impl)
+    d = models.DCGANDiscriminator(image_size=16, ndf=8, conv_impl=conv_impl)
+    g_vars = g.init(jax.random.key(2), z)  # same key: same parameters whatever the path
+    d_vars = d.init(jax.random.key(3), x)
+    result = (grads(g, z, g_vars), grads(d, x, d_vars))
+    if reference is None:
+      reference = result
+      continue
+    for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(reference)):
+      np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max() + 1e-7)
+
+
+def test_auto_paths_follow_the_backend_and_size():
+  fast = "tap_matmul" if layers.on_cpu() else "xla"
+  assert layers.resolve_conv_impl("auto") == fast
+  assert layers.resolve_conv_impl("auto", macs=layers.TAP_MATMUL_MIN_MACS) == fast
+  assert layers.resolve_conv_impl("auto", macs=layers.TAP_MATMUL_MIN_MACS - 1) == "xla"
+  assert layers.resolve_conv_impl("xla") == "xla"
+  with pytest.raises(ValueError, match="unknown conv impl 'fast'"):
+    layers.resolve_conv_impl("fast")
+
+
+def test_reuse_fake_updates_g_through_the_d_updates_forward_pass():
+  state = tiny_dcgan_state(reuse_fake=True)
+  batch = {"image": image_batches(1)[0]}
+  rng = jax.random.key(5)
+  new, metrics = jax.jit(train.train_step)(state, batch, rng)
+
+  # D's update is that of the plain step (same keys, same samples).
+  plain, _ = jax.jit(train.train_step)(tiny_dcgan_state(), batch, rng)
+  for got, want in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(plain.d_params)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+  # G's update: the gradient of -log D'(G(z)) at the z of the D update, D' = D after its update.
+  d_key, _ = jax.random.split(jax.random.fold_in(rng, state.step))
+  z = train.latents(jax.random.fold_in(d_key, 0), 16, state.latent_dim)
+
+  def g_loss(params):
+    fake, stats = train._apply(state.generator, params, state.g_batch_stats, z)
+    logits, _ = train._apply(state.discriminator, new.d_params, new.d_batch_stats, fake)
+    return losses.generator_loss("non_saturating", logits), stats
+
+  (loss, stats), grads = jax.value_and_grad(g_loss, has_aux=True)(state.g_params)
+  updates, _ = state.g_optimizer.update(grads, state.g_opt_state, state.g_params)
+  want = optax.apply_updates(state.g_params, updates)
+  np.testing.assert_allclose(metrics["g_loss"], loss, rtol=1e-5)
+  for got, w in zip(jax.tree.leaves((new.g_params, new.g_batch_stats)),
+                    jax.tree.leaves((want, stats))):
+    np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+
+
+def test_reuse_fake_with_every_g_option_under_pmap_equals_one_device():
+  """n_critic, feature matching, historical averaging, augmentation: 2 devices == 1 device."""
+  kwargs = dict(reuse_fake=True, n_critic=2, generator_objective="feature_matching",
+                g_historical_weight=0.01, augment="translation")
+  xs = image_batches(2)
+  one, m1 = run_steps(jax.jit(train.train_step), sgd_state(**kwargs), xs, jax.random.key(3))
+  step = jax.pmap(functools.partial(train.train_step, axis_name="batch"), axis_name="batch",
+                  in_axes=(None, 0, None), out_axes=None)
+  two, m2 = run_steps(lambda s, b, r: step(s, {"image": b["image"].reshape(2, 8, 16, 16, 3)}, r),
+                      sgd_state(**kwargs), xs, jax.random.key(3))
+  for got, want in zip(jax.tree.leaves((two, m2)), jax.tree.leaves((one, m1))):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+  assert np.all(np.isfinite(m1[-1]["g_loss"]))
+
+
+def test_bfloat16_compute_trains_finitely_and_close_to_float32():
+  def make(dtype):
+    return jaxgan.create_state(
+        jax.random.key(0),
+        generator=models.DCGANGenerator(image_size=16, ngf=8, dtype=dtype),
+        discriminator=models.DCGANDiscriminator(image_size=16, ndf=8, dtype=dtype),
+        g_optimizer=optax.adam(2e-4, b1=0.5), d_optimizer=optax.adam(2e-4, b1=0.5),
+        latent_dim=16, data_shape=(16, 16, 3), reuse_fake=True)
+
+  xs = image_batches(3)
+  f32, m32 = run_steps(jax.jit(train.train_step), make(None), xs, jax.random.key(1))
+  b16, m16 = run_steps(jax.jit(train.train_step), make(jnp.bfloat16), xs, jax.random.key(1))
+  # Parameters and optimizer states stay float32; only the computation is bfloat16.
+  floats = [p for p in jax.tree.leaves((b16.g_params, b16.d_opt_state))
+            if np.issubdtype(p.dtype, np.floating)]
+  assert {p.dtype for p in floats} == {np.dtype(np.float32)}
+  for a, b in zip(m16, m32):
+    for k in ("d_loss", "g_loss", "d_real", "d_fake"):
+      assert np.isfinite(a[k])
+      np.testing.assert_allclose(a[k], b[k], rtol=0.05, atol=0.02)
+  moved32 = [np.abs(a - b).mean() for a, b in zip(jax.tree.leaves(f32.g_params),
+                                                  jax.tree.leaves(make(None).g_params))]
+  diff = [np.abs(a - b).mean() for a, b in zip(jax.tree.leaves(b16.g_params),
+                                               jax.tree.leaves(f32.g_params))]
+  assert np.mean(diff) < 0.25 * np.mean(moved32)  # the bf16 run took (nearly) the same steps
