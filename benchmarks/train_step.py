@@ -132,6 +132,8 @@ def main():
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--compile_cache", action="store_true",
                       help="also time a compile that hits a persistent compilation cache")
+  parser.add_argument("--peak_tflops", type=float, default=0.0,
+                      help="the device's peak TFLOP/s for MFU (default: known GPUs only)")
   parser.add_argument("--json", default="", help="also write the rows to this file")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   parser.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
@@ -178,7 +180,8 @@ def main():
   for r in rows:
     eager = next((e for e in rows if e["framework"] == "torch eager" and e["batch"] == r["batch"]),
                  None)
-    peak = peak_flops(str(r["device"]), args.dtype if r["framework"] == "jaxgan" else "float32")
+    peak = args.peak_tflops * 1e12 or peak_flops(
+        str(r["device"]), args.dtype if r["framework"] == "jaxgan" else "float32")
     mfu = f"{dcgan_model_flops(r['batch']) * r['it_per_s'] / peak:.1%}" if peak else "-"
     first = r.get("compile_s", r.get("warmup_s"))
     print(" | ".join([f"{r['framework']} ({r['version']})", str(r["batch"]), str(r["device"]),
