@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
-from jaxgan.train import GANState, create_state, generate, latents, train_step
+from jaxgan.train import GANState, create_state, generate, latents, options_from_config, train_step
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,7 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
                                             minibatch=c.get("d_minibatch", "none")),
       g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
       d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
-      latent_dim=c.latent_dim, data_shape=(2,), loss=c.loss, n_critic=c.n_critic,
-      ema_decay=c.ema_decay or None, ema_start=c.ema_start, gp_weight=c.gp_weight,
-      r1_gamma=c.r1_gamma, r1_interval=c.r1_interval, pack=c.pack,
-      label_smoothing=c.get("label_smoothing", 0.0),
-      generator_objective=c.get("generator_objective", "adversarial"),
-      g_historical_weight=c.get("g_historical_weight", 0.0),
-      d_historical_weight=c.get("d_historical_weight", 0.0))
+      latent_dim=c.latent_dim, data_shape=(2,), **options_from_config(c))
 
 
 def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int = 480) -> None:

@@ -26,7 +26,7 @@ import optax
 
 from jaxgan import mixture_benchmark, mnist, models, summary
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
-from jaxgan.train import GANState, create_state, sample, train_step
+from jaxgan.train import GANState, create_state, options_from_config, sample, train_step
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,16 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 
 
 def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
-  """DCGAN at 32x32x3 (widths ngf/ndf), Adam; PacGAN packing with `pack` > 1."""
+  """DCGAN at 32x32x3 (widths ngf/ndf), Adam, and the config's training options
+  (PacGAN packing with `pack` > 1, the Improved Techniques, ...)."""
   return create_state(
       key,
       generator=models.DCGANGenerator(image_size=IMAGE_SIZE, channels=3, ngf=c.ngf),
-      discriminator=models.DCGANDiscriminator(image_size=IMAGE_SIZE, channels=3, ndf=c.ndf),
+      discriminator=models.DCGANDiscriminator(image_size=IMAGE_SIZE, channels=3, ndf=c.ndf,
+                                              minibatch=c.get("d_minibatch", "none")),
       g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
       d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
-      latent_dim=c.latent_dim, data_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), loss=c.loss,
-      n_critic=c.n_critic, ema_decay=c.ema_decay or None, pack=c.pack)
+      latent_dim=c.latent_dim, data_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), **options_from_config(c))
 
 
 def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:

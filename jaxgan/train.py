@@ -217,6 +217,22 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       d_historical_params=copy(d_params, d_historical_weight > 0))
 
 
+# create_state's training options, as the configs of `experiments/configs/` name them.
+_CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "ema_start": 0, "gp_weight": 0.0,
+                   "r1_gamma": 0.0, "r1_interval": 1, "weight_clip": 0.0, "augment": "",
+                   "pack": 1, "label_smoothing": 0.0, "generator_objective": "adversarial",
+                   "g_historical_weight": 0.0, "d_historical_weight": 0.0, "reuse_fake": False}
+
+
+def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+  """The keyword options of `create_state` (loss, regularizers, EMA, packing, the
+  Improved Techniques, reuse_fake) read from a config; a missing key takes
+  create_state's default, and `ema_decay` 0 means no EMA. One place, so every
+  program (CelebA, the 2-D mixtures, Stacked MNIST) offers the same switches."""
+  options = {k: config.get(k, default) for k, default in _CONFIG_OPTIONS.items()}
+  return {**options, "ema_decay": config.get("ema_decay", 0.0) or None}
+
+
 def _features(module: nn.Module, variables, x, labels=None):
   """(logits, the features D sows as `intermediates/features`, or None) of D in training mode."""
   logits, out = module.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],

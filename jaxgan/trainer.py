@@ -33,7 +33,7 @@ from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
 from jaxgan.models.minibatch import MINIBATCH_KINDS
 from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate, guard_nonfinite,
-                          latents)
+                          latents, options_from_config)
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +195,7 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       discriminator=make_discriminator(config),
       g_optimizer=optax.adam(o.g_lr, b1=o.b1, b2=o.b2),
       d_optimizer=optax.adam(o.d_lr, b1=o.b1, b2=o.b2),
-      latent_dim=config.latent_dim, data_shape=(size, size, ch), loss=config.loss,
-      n_critic=config.n_critic, ema_decay=config.ema_decay or None,
-      ema_start=config.get("ema_start", 0), gp_weight=config.get("gp_weight", 0.0),
-      r1_gamma=config.get("r1_gamma", 0.0), r1_interval=config.get("r1_interval", 1),
-      weight_clip=config.get("weight_clip", 0.0), augment=config.get("augment", ""),
-      pack=config.get("pack", 1), label_smoothing=config.get("label_smoothing", 0.0),
-      generator_objective=config.get("generator_objective", "adversarial"),
-      g_historical_weight=config.get("g_historical_weight", 0.0),
-      d_historical_weight=config.get("d_historical_weight", 0.0),
-      reuse_fake=config.get("reuse_fake", False))
+      latent_dim=config.latent_dim, data_shape=(size, size, ch), **options_from_config(config))
 
 
 def make_pipeline(config: ml_collections.ConfigDict) -> input_pipeline.ImagePipeline:

@@ -111,10 +111,32 @@ def test_classifier_and_stacked_mnist_programs_end_to_end(tmp_path):
   assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
   assert "config.classifier_dir is empty" in r.stderr
   r = run_cli("experiments.stacked_mnist", *flags, f"--config.classifier_dir={clf}",
-              "--config.pack=2")
+              "--config.d_minibatch=minibatch")
+  assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+  assert "minibatch" in r.stderr and "stddev" in r.stderr
+  # PacDCGAN2 with the Improved Techniques switched on through the config.
+  r = run_cli("experiments.stacked_mnist", *flags, f"--config.classifier_dir={clf}",
+              "--config.pack=2", "--config.label_smoothing=0.1", "--config.d_minibatch=stddev",
+              "--config.generator_objective=feature_matching", "--config.d_historical_weight=0.01")
   assert r.returncode == 0, r.stderr[-2000:]
   results = json.loads((work / "results.json").read_text())
   assert 1 <= results["modes"] <= 300 and results["kl"] >= 0 and results["num_seeds"] == 1
   assert set(results["real_data"]) == {"modes", "kl"}
   assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
   assert (work / "samples_seed0.png").stat().st_size > 0
+
+
+def test_config_options_reach_the_stacked_mnist_state():
+  """Every training switch of the config (here the Improved Techniques and packing) is
+  what create_state receives: one `options_from_config` for all programs."""
+  from experiments.configs import stacked_mnist as config_lib
+  c = config_lib.get_config("smoke")
+  c.pack, c.label_smoothing, c.d_minibatch = 2, 0.1, "stddev"
+  c.generator_objective, c.g_historical_weight, c.ema_decay = "feature_matching", 0.01, 0.9
+  state = stacked_mnist.make_state(c, jax.random.key(0))
+  assert (state.pack, state.label_smoothing, state.generator_objective) == (
+      2, 0.1, "feature_matching")
+  assert state.discriminator.minibatch == "stddev" and state.ema_decay == 0.9
+  assert state.g_historical_params is not None and state.d_historical_params is None
+  plain = stacked_mnist.make_state(config_lib.get_config("smoke"), jax.random.key(0))
+  assert plain.ema_decay is None and plain.g_historical_params is None

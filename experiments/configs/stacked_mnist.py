@@ -37,6 +37,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_critic = 1
   c.pack = 1
   c.ema_decay = 0.0
+  # "Improved Techniques for Training GANs" (Salimans et al. 2016), as in toy.py
+  c.label_smoothing = 0.0
+  c.generator_objective = "adversarial"  # or "feature_matching" (D's last conv features)
+  c.d_minibatch = "none"  # none | stddev | discrimination
+  c.g_historical_weight = 0.0
+  c.d_historical_weight = 0.0
   if arg == "cpu":
     c.ngf = 32
     c.ndf = 32
