@@ -55,7 +55,7 @@ def test_one_iteration_equals_pytorch_examples_dcgan():
   real = np.array(jax.random.uniform(jax.random.key(1), (batch, 64, 64, 3), minval=-1, maxval=1))
   rng = jax.random.key(2)
   d_key, _ = jax.random.split(jax.random.fold_in(rng, 0))
-  z = np.asarray(train.latents(jax.random.fold_in(d_key, 0), batch, 100))
+  z = np.array(train.latents(jax.random.fold_in(d_key, 0), batch, 100))  # writable, for torch
 
   netG, netD = torch_reference.build(ngf=width, ndf=width)
   _to_torch(state, netG, netD)
