@@ -8,6 +8,7 @@ asynchronous; the newest `keep` checkpoints are kept.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import pathlib
@@ -151,3 +152,85 @@ class WorkdirLock:
 
   def __exit__(self, *exc):
     self.release()
+
+
+class ResumableRun:
+  """A benchmark program's workdir that resumes where the run stopped.
+
+  The workdir holds `checkpoints/` and `metrics.jsonl`. After each evaluation
+  the program calls `log` with the metrics line and then `save` with the state.
+  A rerun with the same command calls `resume`. It restores the newest checkpoint,
+  after checking that the checkpoint was written with the same config (except
+  `may_change`, e.g. `num_steps` to train further). It then cuts metrics.jsonl
+  back to the lines that checkpoint had seen. A line written after the last
+  checkpoint is computed again, the same way: the programs are deterministic.
+  `WorkdirLock` keeps a second live run off the workdir.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, config, may_change: tuple[str, ...] = (),
+               keep: int = 2):
+    self.workdir = pathlib.Path(workdir).expanduser()
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.lock = WorkdirLock(self.workdir).acquire()
+    self.config = json.loads(config.to_json_best_effort())
+    self.may_change = may_change
+    self.metrics_path = self.workdir / "metrics.jsonl"
+    self.checkpointer = Checkpointer(self.workdir / "checkpoints", keep=keep, asynchronous=False)
+    self.lines = 0
+
+  def resume(self, target: GANState) -> tuple[GANState, dict] | None:
+    """The newest checkpoint's state (in `target`'s structure) and meta, or None for a new run."""
+    if not self.checkpointer.all_steps():
+      if (self.workdir / "results.json").exists():
+        raise ConfigError(f"{self.workdir} holds the results of a run without checkpoints; "
+                          "use a new --workdir")
+      self.metrics_path.write_text("")
+      return None
+    try:  # the config first: another config's state would not fit `target`
+      saved = self.checkpointer.restore_meta().get("config")
+    except Exception:  # noqa: BLE001 - a damaged newest checkpoint; restore() falls back
+      saved = None
+    if saved is not None:
+      self._check_config(saved)
+    restored = self.checkpointer.restore(target)
+    if restored is None:
+      raise ConfigError(f"no checkpoint in {self.checkpointer.directory} could be restored (see "
+                        "the warnings above); use a new --workdir")
+    state, meta = restored
+    self._check_config(meta.get("config", {}))
+    self.lines = int(meta["metrics_lines"])
+    logged = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
+    self.metrics_path.write_text("".join(line + "\n" for line in logged[:self.lines]))
+    log.info("resumed %s from its checkpoint at %d", self.workdir, self.checkpointer.latest_step())
+    return state, meta
+
+  def _check_config(self, saved: dict) -> None:
+    for key in sorted(set(saved) | set(self.config)):
+      if key not in self.may_change and saved.get(key) != self.config.get(key):
+        raise ConfigError(f"{self.workdir} holds a run with config.{key}={saved.get(key)!r}, not "
+                          f"{self.config.get(key)!r}; resume with the same settings or use a new "
+                          "--workdir")
+
+  def logged(self) -> list[dict]:
+    """The metrics lines written so far (this run's and, after a resume, the earlier ones)."""
+    return [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
+
+  def log(self, entry: dict) -> None:
+    with open(self.metrics_path, "a") as f:
+      f.write(json.dumps(entry) + "\n")
+    self.lines += 1
+
+  def save(self, step: int, state: GANState, **meta) -> None:
+    """Saves `state` (any GANState-structured pytree) at `step`, with `meta` (JSON)."""
+    self.checkpointer.save(step, state, {"metrics_lines": self.lines, "config": self.config,
+                                         **meta})
+
+  def close(self) -> None:
+    self.checkpointer.close()
+    self.lock.release()
+
+  def __enter__(self) -> "ResumableRun":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -4,8 +4,11 @@ Every seed's GAN is trained in one jitted program: the step is `vmap`-ed over
 seeds and `lax.scan`-ned over `eval_every` steps, so 10 seeds cost little more
 than one. After each chunk, `eval_samples` samples per seed are scored with
 `jaxgan.mixtures.mode_metrics`. The workdir gets `metrics.jsonl` (one line per
-evaluation: means and per-seed values, including each seed's mean losses over the chunk), `results.json` (the final means and
-per-seed values) and `samples_seed0.png` (seed 0's samples over the modes).
+evaluation: means and per-seed values, including each seed's mean losses over
+the chunk), `results.json` (the final means and per-seed values) and
+`samples_seed0.png` (seed 0's samples over the modes).
+The seeds' states are checkpointed after each evaluation: the same command
+resumes a stopped run, and a larger `num_steps` trains a finished one further.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import optax
 from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models
+from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import GANState, create_state, generate, latents, options_from_config, train_step
 
@@ -105,27 +109,46 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
 
   train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
   draw_fn = jax.jit(jax.vmap(draw))
-  (workdir / "metrics.jsonl").write_text("")
-  t0 = time.perf_counter()
-  for done in range(c.eval_every, c.num_steps + 1, c.eval_every):
-    states, losses = train_fn(states, data, train_keys)
-    samples = np.asarray(draw_fn(states, eval_keys))
-    per_seed = [mixtures.mode_metrics(s, modes, std) for s in samples]
-    means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
-    seed_losses = {k: np.asarray(losses[k]).tolist() for k in ("d_loss", "g_loss")}
-    entry = {"step": done, **means, "d_loss": float(np.mean(seed_losses["d_loss"])),
-             "g_loss": float(np.mean(seed_losses["g_loss"])), "per_seed": per_seed,
-             "per_seed_losses": seed_losses, "seconds": round(time.perf_counter() - t0, 1)}
-    with open(workdir / "metrics.jsonl", "a") as f:
-      f.write(json.dumps(entry) + "\n")
-    log.info("step %d/%d | modes %.2f/%d hq %.1f%% reverse KL %.3f | d_loss %.3f g_loss %.3f | "
-             "%.0fs", done, c.num_steps, means["modes"], len(modes), 100 * means["hq"],
-             means["reverse_kl"], entry["d_loss"], entry["g_loss"], entry["seconds"])
+  with ResumableRun(workdir, c, may_change=("num_steps",)) as run_dir:
+    start, seconds = 0, 0.0
+    resumed = run_dir.resume(states)
+    if resumed is not None:
+      states, meta = resumed
+      start, seconds = int(meta["step"]), float(meta["seconds"])
+      if start > c.num_steps or start % c.eval_every:
+        raise ConfigError(f"{workdir} holds a run at step {start}; config.num_steps="
+                          f"{c.num_steps} must be at least that and config.eval_every="
+                          f"{c.eval_every} must divide it (or use a new --workdir)")
+      log.info("resumed at step %d of %d", start, c.num_steps)
+    t0 = time.perf_counter() - seconds
+    for done in range(start + c.eval_every, c.num_steps + 1, c.eval_every):
+      states, losses = train_fn(states, data, train_keys)
+      per_seed = _score(draw_fn(states, eval_keys), modes, std)[1]
+      means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+      seed_losses = {k: np.asarray(losses[k]).tolist() for k in ("d_loss", "g_loss")}
+      entry = {"step": done, **means, "d_loss": float(np.mean(seed_losses["d_loss"])),
+               "g_loss": float(np.mean(seed_losses["g_loss"])), "per_seed": per_seed,
+               "per_seed_losses": seed_losses, "seconds": round(time.perf_counter() - t0, 1)}
+      run_dir.log(entry)
+      run_dir.save(done, states, seconds=entry["seconds"])
+      log.info("step %d/%d | modes %.2f/%d hq %.1f%% reverse KL %.3f | d_loss %.3f g_loss %.3f "
+               "| %.0fs", done, c.num_steps, means["modes"], len(modes), 100 * means["hq"],
+               means["reverse_kl"], entry["d_loss"], entry["g_loss"], entry["seconds"])
+    # The final scores: recomputed from the restored state when the run was already complete.
+    samples, per_seed = _score(draw_fn(states, eval_keys), modes, std)
+    seconds = run_dir.logged()[-1]["seconds"]
+  means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
   plot(samples[0], modes, workdir / "samples_seed0.png")
   results = {"mixture": c.mixture, "num_modes": len(modes), **means, "num_seeds": c.num_seeds,
              "per_seed": per_seed, "num_steps": c.num_steps, "eval_samples": c.eval_samples,
-             "seconds": round(time.perf_counter() - t0, 1),
+             "seconds": seconds,
              "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
              "config": json.loads(c.to_json_best_effort())}
   (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   return results
+
+
+def _score(samples: jax.Array, modes: np.ndarray, std: float) -> tuple[np.ndarray, list[dict]]:
+  """Each seed's samples (as NumPy) and their mode metrics."""
+  samples = np.asarray(samples)
+  return samples, [mixtures.mode_metrics(s, modes, std) for s in samples]

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from jaxgan import mixture_benchmark, mnist, models, summary
+from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import GANState, create_state, options_from_config, sample, train_step
 
@@ -104,61 +105,80 @@ def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
 
 def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` DCGANs on Stacked MNIST one after another; returns (and writes)
-  results.json with the mean and per-seed modes and KL, and the real data's own scores."""
+  results.json with the mean and per-seed modes and KL, and the real data's own scores.
+  Rerun on the same workdir, it goes on from its newest checkpoint (`ResumableRun`)."""
   validate_config(c)
   key = jax.random.key(c.seed)
   seed_keys = [jax.random.fold_in(key, 100 + seed) for seed in range(c.num_seeds)]
   with config_errors():  # before any data is read; each state is consumed (donated) in turn
     states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
-  workdir.mkdir(parents=True, exist_ok=True)
-  classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)
-  mnist_images, _ = mnist.load(c.data_dir, "train")
-  digits = padded_digits(mnist_images)
-  index = random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images))
-  real = stack(digits, index[:c.eval_samples])
-  real_scores = mode_metrics(label_channels(classifier, real))
-  log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
-           real_scores["modes"], real_scores["kl"])
+  with ResumableRun(workdir, c) as run_dir:
+    # A checkpoint after every evaluation, numbered seed x num_steps + step; its meta carries
+    # the finished seeds' scores, so a rerun goes on from the seed and step it stopped at.
+    per_seed, first_seed, first_step, seconds = [], 0, 0, 0.0
+    resumed = run_dir.resume(states[0])
+    if resumed is not None:
+      state, meta = resumed
+      per_seed, seconds = list(meta["per_seed"]), float(meta["seconds"])
+      first_seed, first_step = int(meta["seed"]), int(meta["seed_step"])
+      if first_step == c.num_steps:
+        first_seed, first_step = first_seed + 1, 0
+      else:
+        states[first_seed] = state
+      log.info("resumed at seed %d step %d", first_seed, first_step)
+    classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)
+    mnist_images, _ = mnist.load(c.data_dir, "train")
+    digits = padded_digits(mnist_images)
+    index = random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images))
+    real = stack(digits, index[:c.eval_samples])
+    real_scores = mode_metrics(label_channels(classifier, real))
+    log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
+             real_scores["modes"], real_scores["kl"])
 
-  # As in PacGAN, batch_size counts what D judges: a step takes batch_size packs of `pack`.
-  images_per_step = mixture_benchmark.samples_per_step(c)
+    # As in PacGAN, batch_size counts what D judges: a step takes batch_size packs of `pack`.
+    images_per_step = mixture_benchmark.samples_per_step(c)
 
-  def step(state, digits, index, rng):
-    rows = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng, 1), state.step),
-                              (images_per_step,), 0, index.shape[0])
-    return train_step(state, {"image": stack(digits, index[rows])}, rng)
+    def step(state, digits, index, rng):
+      rows = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng, 1), state.step),
+                                (images_per_step,), 0, index.shape[0])
+      return train_step(state, {"image": stack(digits, index[rows])}, rng)
 
-  step = jax.jit(step, donate_argnums=0)
-  (workdir / "metrics.jsonl").write_text("")
-  per_seed, t0 = [], time.perf_counter()
-  for seed, (seed_key, state) in enumerate(zip(seed_keys, states)):
-    train_key, eval_key = jax.random.fold_in(seed_key, 1), jax.random.fold_in(seed_key, 2)
-    for done in range(c.eval_every, c.num_steps + 1, c.eval_every):
-      losses = []
-      for _ in range(c.eval_every):  # a Python loop: XLA:CPU convolutions are slow inside scan
-        state, metrics = step(state, digits, index, train_key)
-        losses.append(metrics)
-      losses = {k: float(np.mean([m[k] for m in jax.device_get(losses)]))
-                for k in ("d_loss", "g_loss")}
-      scores, images = _evaluate(state, classifier, c, eval_key)
-      entry = {"seed": seed, "step": done, **scores, **losses,
-               "seconds": round(time.perf_counter() - t0, 1)}
-      with open(workdir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(entry) + "\n")
-      log.info("seed %d step %d/%d | modes %d/1000 KL %.3f | d_loss %.3f g_loss %.3f | %.0fs",
-               seed, done, c.num_steps, scores["modes"], scores["kl"], losses["d_loss"],
-               losses["g_loss"], entry["seconds"])
-    per_seed.append(scores)
-    if seed == 0:
-      summary.save_png(workdir / "samples_seed0.png",
-                       summary.image_grid(np.asarray(images[:64]), columns=8))
+    step = jax.jit(step, donate_argnums=0)
+    t0 = time.perf_counter() - seconds
+    for seed in range(first_seed, c.num_seeds):
+      state, seed_key = states[seed], seed_keys[seed]
+      states[seed] = None
+      train_key, eval_key = jax.random.fold_in(seed_key, 1), jax.random.fold_in(seed_key, 2)
+      start = first_step if seed == first_seed else 0
+      for done in range(start + c.eval_every, c.num_steps + 1, c.eval_every):
+        losses = []
+        for _ in range(c.eval_every):  # a Python loop: XLA:CPU convolutions are slow inside scan
+          state, metrics = step(state, digits, index, train_key)
+          losses.append(metrics)
+        losses = {k: float(np.mean([m[k] for m in jax.device_get(losses)]))
+                  for k in ("d_loss", "g_loss")}
+        scores, images = _evaluate(state, classifier, c, eval_key)
+        entry = {"seed": seed, "step": done, **scores, **losses,
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        run_dir.log(entry)
+        log.info("seed %d step %d/%d | modes %d/1000 KL %.3f | d_loss %.3f g_loss %.3f | %.0fs",
+                 seed, done, c.num_steps, scores["modes"], scores["kl"], losses["d_loss"],
+                 losses["g_loss"], entry["seconds"])
+        if done == c.num_steps:
+          per_seed.append(scores)
+          if seed == 0:
+            summary.save_png(workdir / "samples_seed0.png",
+                             summary.image_grid(np.asarray(images[:64]), columns=8))
+        run_dir.save(seed * c.num_steps + done, state, seed=seed, seed_step=done,
+                     per_seed=per_seed, seconds=entry["seconds"])
+    seconds = run_dir.logged()[-1]["seconds"]
   results = {"modes": float(np.mean([s["modes"] for s in per_seed])),
              "kl": float(np.mean([s["kl"] for s in per_seed])), "num_seeds": c.num_seeds,
              "per_seed": per_seed, "real_data": real_scores, "num_steps": c.num_steps,
              "eval_samples": c.eval_samples, "classifier_test_accuracy":
                  classifier_metrics.get("test_accuracy"),
-             "seconds": round(time.perf_counter() - t0, 1),
+             "seconds": seconds,
              "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
              "config": json.loads(c.to_json_best_effort())}
   (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import mixtures
+from jaxgan import mixture_benchmark, mixtures
+from jaxgan.errors import ConfigError
 from jaxgan.models import MLPDiscriminator
 
 from test_celeba_program import run_cli
@@ -63,3 +64,38 @@ def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
   bad = run_cli("experiments.toy", "--config=experiments/configs/toy.py:smoke",
                 f"--workdir={tmp_path / 'b'}", "--config.eval_every=30")
   assert bad.returncode == 2 and "must be a multiple of config.eval_every=30" in bad.stderr
+
+
+def test_toy_program_resumes_where_it_stopped(tmp_path):
+  """Stopped at step 20 and rerun to 40, the seeds end where a straight 40-step run ends;
+  a metrics line written after the last checkpoint is computed again, not kept twice."""
+  from experiments.configs import toy
+  c = toy.get_config("smoke")
+  straight = mixture_benchmark.run(c, tmp_path / "straight")
+  c.num_steps = 20
+  mixture_benchmark.run(c, tmp_path / "resumed")
+  with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
+    f.write('{"step": 40, "written": "after the last checkpoint"}\n')
+  c.num_steps = 40
+  resumed = mixture_benchmark.run(c, tmp_path / "resumed")
+  assert resumed["per_seed"] == straight["per_seed"]
+  lines = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+  expected = [json.loads(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+  assert [e["step"] for e in lines] == [20, 40]
+  for got, want in zip(lines, expected):
+    assert got["per_seed"] == want["per_seed"]
+    np.testing.assert_allclose(got["per_seed_losses"]["d_loss"], want["per_seed_losses"]["d_loss"],
+                               rtol=1e-6)
+  again = mixture_benchmark.run(c, tmp_path / "resumed")  # complete: the same results, no training
+  assert again["per_seed"] == straight["per_seed"] and again["seconds"] == resumed["seconds"]
+  c.pack = 2
+  with pytest.raises(ConfigError, match=r"config.pack=1, not 2; resume with the same settings"):
+    mixture_benchmark.run(c, tmp_path / "resumed")
+  c.pack, c.num_steps = 1, 20
+  with pytest.raises(ConfigError, match="holds a run at step 40; config.num_steps=20"):
+    mixture_benchmark.run(c, tmp_path / "resumed")
+  (tmp_path / "old").mkdir()
+  (tmp_path / "old" / "results.json").write_text("{}")
+  with pytest.raises(ConfigError, match="results of a run without checkpoints"):
+    mixture_benchmark.run(c, tmp_path / "old")
+  assert (tmp_path / "old" / "results.json").read_text() == "{}"

@@ -3,6 +3,7 @@ counting, and both entry points end to end on generated IDX files."""
 
 import gzip
 import json
+import shutil
 import sys
 
 import jax
@@ -115,15 +116,27 @@ def test_classifier_and_stacked_mnist_programs_end_to_end(tmp_path):
   assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
   assert "minibatch" in r.stderr and "stddev" in r.stderr
   # PacDCGAN2 with the Improved Techniques switched on through the config.
-  r = run_cli("experiments.stacked_mnist", *flags, f"--config.classifier_dir={clf}",
-              "--config.pack=2", "--config.label_smoothing=0.1", "--config.d_minibatch=stddev",
-              "--config.generator_objective=feature_matching", "--config.d_historical_weight=0.01")
+  flags.append(f"--config.classifier_dir={clf}")
+  improved = ["--config.pack=2", "--config.label_smoothing=0.1", "--config.d_minibatch=stddev",
+              "--config.generator_objective=feature_matching", "--config.d_historical_weight=0.01"]
+  r = run_cli("experiments.stacked_mnist", *flags, *improved)
   assert r.returncode == 0, r.stderr[-2000:]
   results = json.loads((work / "results.json").read_text())
   assert 1 <= results["modes"] <= 300 and results["kl"] >= 0 and results["num_seeds"] == 1
   assert set(results["real_data"]) == {"modes", "kl"}
   assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
   assert (work / "samples_seed0.png").stat().st_size > 0
+  # Stopped after the evaluation at step 2 (its checkpoint is the newest), the same command
+  # goes on from there and ends where the uninterrupted run ended.
+  shutil.rmtree(work / "checkpoints" / "4")
+  r = run_cli("experiments.stacked_mnist", *flags, *improved)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "resumed at seed 0 step 2" in r.stderr
+  assert json.loads((work / "results.json").read_text())["per_seed"] == results["per_seed"]
+  assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+  r = run_cli("experiments.stacked_mnist", *flags, *improved[1:])
+  assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+  assert "holds a run with config.pack=2, not 1" in r.stderr
 
 
 def test_config_options_reach_the_stacked_mnist_state():
