@@ -9,6 +9,14 @@ import tempfile
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 
+# Temporary files of the libraries (tfds's dataset_info makes a `tmp*tfds` folder per use and
+# leaves it) go to one folder per session, removed at exit - in the subprocesses too. pytest's
+# own tmp_path folders stay in the system's temp dir, kept for inspection as usual.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+_TMP = tempfile.mkdtemp(prefix="jaxgan-test-tmp-")
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+os.environ["TMPDIR"] = tempfile.tempdir = _TMP
+
 # One persistent compilation cache per test session, shared with the program's subprocesses:
 # they compile the same smoke model again and again (24 s -> 9 s per run). Fresh each session.
 _CACHE = tempfile.mkdtemp(prefix="jaxgan-test-xla-cache-")
