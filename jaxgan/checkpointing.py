@@ -26,7 +26,7 @@ from jaxgan.train import GANState
 
 log = logging.getLogger(__name__)
 
-GENERATOR_FIELDS = ("g_params", "g_batch_stats", "g_ema_params")
+GENERATOR_FIELDS = ("g_params", "g_batch_stats", "g_ema_params", "g_ema_batch_stats")
 
 
 class Checkpointer:
@@ -65,13 +65,22 @@ class Checkpointer:
     checkpoint can be read.
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     unreadable = []
     for s in steps:
       try:
+        item, missing_ema_stats = target, self._lacks_ema_batch_stats(s, target)
+        if missing_ema_stats:
+          item = target.replace(g_ema_batch_stats=None)
         out = self.manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args),
+            state=ocp.args.PyTreeRestore(
+                item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                partial_restore=missing_ema_stats),
             meta=ocp.args.JsonRestore()))
+        state = out["state"]
+        if missing_ema_stats:  # saved before the EMA had its own BatchNorm statistics
+          state = state.replace(g_ema_batch_stats=jax.tree.map(jax.numpy.copy, state.g_batch_stats))
+          log.warning("the checkpoint of step %d has no BatchNorm statistics for the EMA of G "
+                      "(an older jaxgan); starting them from G's", s)
       except Exception as e:  # noqa: BLE001 - any damage means: try the previous one
         if step is not None:
           raise
@@ -81,8 +90,19 @@ class Checkpointer:
         continue
       if unreadable and jax.process_index() == 0:
         self._quarantine(unreadable)
-      return out["state"], dict(out["meta"])
+      return state, dict(out["meta"])
     return None
+
+  def _lacks_ema_batch_stats(self, step: int, target: GANState) -> bool:
+    """Whether `target` has `g_ema_batch_stats` but the checkpoint at `step` does not."""
+    if getattr(target, "g_ema_batch_stats", None) is None:
+      return False
+    try:
+      tree = self.manager.item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001 - unreadable metadata: let restore report it
+      return False
+    tree = getattr(tree, "tree", tree)
+    return isinstance(tree, dict) and not isinstance(tree.get("g_ema_batch_stats"), dict)
 
   def _quarantine(self, steps: list[int]) -> None:
     target = self.directory.parent / "corrupt_checkpoints"

@@ -44,6 +44,8 @@ class GANState(struct.PyTreeNode):
   n_critic: int = struct.field(pytree_node=False, default=1)
   ema_decay: float | None = struct.field(pytree_node=False, default=None)
   g_ema_params: PyTree = None  # an EMA of g_params when ema_decay is set, else None
+  # The EMA generator's own BatchNorm statistics (when G has BatchNorm and an EMA), else None.
+  g_ema_batch_stats: PyTree = None
   ema_start: int = struct.field(pytree_node=False, default=0)
   gp_weight: float = struct.field(pytree_node=False, default=0.0)
   r1_gamma: float = struct.field(pytree_node=False, default=0.0)
@@ -121,7 +123,11 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     loss: one of `jaxgan.losses.LOSSES`.
     n_critic: discriminator updates per generator update.
     ema_decay: when set, `g_ema_params` tracks an exponential moving average of
-      G's parameters, used by `sample` and evaluation.
+      G's parameters, used by `sample` and evaluation. A G with BatchNorm also
+      gets `g_ema_batch_stats`: each step runs the EMA parameters forward on that
+      step's latents (one forward pass of G, no backward) to keep running
+      statistics that belong to them. G's own statistics belong to G's current
+      parameters; evaluating the average with them blurs the samples.
     ema_start: the EMA copies G's parameters until this step, then averages.
     gp_weight: weight of the WGAN-GP gradient penalty in D's loss (0 = off).
     r1_gamma: R1 penalty gamma / 2 * E||grad D(x_real)||^2 in D's loss (0 = off).
@@ -208,6 +214,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       loss=loss, latent_dim=int(latent_dim), data_shape=data_shape, n_critic=int(n_critic),
       ema_decay=ema_decay,
       g_ema_params=copy(g_params, ema_decay is not None),
+      g_ema_batch_stats=copy(g_vars.get("batch_stats"),
+                             ema_decay is not None and bool(g_vars.get("batch_stats"))),
       ema_start=int(ema_start), gp_weight=float(gp_weight), r1_gamma=float(r1_gamma),
       r1_interval=int(r1_interval), weight_clip=float(weight_clip), augment=augment,
       pack=int(pack), num_classes=num_classes, label_smoothing=label_smoothing,
@@ -488,6 +496,10 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   if g_ema_params is not None:  # a copy of G until ema_start, an average from then on
     decay = jnp.where(state.step < state.ema_start, 0.0, state.ema_decay)
     g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
+  g_ema_batch_stats = state.g_ema_batch_stats
+  if g_ema_batch_stats is not None:  # the EMA parameters' own statistics, on G's latents
+    _, g_ema_batch_stats = _apply(generator, g_ema_params, g_ema_batch_stats, z, y_fake)
+    g_ema_batch_stats = sync(g_ema_batch_stats, g_synced)
 
   g_hist, d_hist = state.g_historical_params, state.d_historical_params
   if g_hist is not None:
@@ -500,7 +512,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
       step=state.step + 1, g_params=g_params, d_params=d_params,
       g_batch_stats=sync(g_batch_stats, g_synced), d_batch_stats=d_batch_stats,
       g_opt_state=g_opt_state, d_opt_state=d_opt_state, g_ema_params=g_ema_params,
-      g_historical_params=g_hist, d_historical_params=d_hist)
+      g_ema_batch_stats=g_ema_batch_stats, g_historical_params=g_hist, d_historical_params=d_hist)
   return new_state, metrics
 
 
@@ -527,19 +539,22 @@ def guard_nonfinite(step_fn=train_step, *, skip: bool = False):
 def generate(state: GANState, z: jax.Array, use_ema: bool = True,
              labels: jax.Array | None = None) -> jax.Array:
   """G(z) in inference mode (BatchNorm running statistics), EMA parameters when present
-  (and `use_ema`).
+  (and `use_ema`), with the EMA's own BatchNorm statistics.
 
   A class-conditional G makes class `labels[i]` from z[i]; without `labels` it
   makes classes 0, 1, ..., num_classes - 1 in turn (balanced, as evaluation
   and sample grids want).
   """
-  params = state.g_params if state.g_ema_params is None or not use_ema else state.g_ema_params
+  variables = {"params": state.g_params, "batch_stats": state.g_batch_stats}
+  if state.g_ema_params is not None and use_ema:
+    variables = {"params": state.g_ema_params,
+                 "batch_stats": (state.g_batch_stats if state.g_ema_batch_stats is None
+                                 else state.g_ema_batch_stats)}
   if state.num_classes and labels is None:
     labels = jnp.arange(z.shape[0]) % state.num_classes
   elif not state.num_classes and labels is not None:
     raise ValueError("labels were given but the GAN is unconditional (num_classes=0)")
-  return state.generator.apply({"params": params, "batch_stats": state.g_batch_stats}, z,
-                               train=False, **_label_kwargs(labels))
+  return state.generator.apply(variables, z, train=False, **_label_kwargs(labels))
 
 
 @jax.jit

@@ -447,8 +447,11 @@ def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema
   config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
   g = checkpointer.restore_generator(step)
   checkpointer.close()
-  params = (g.get("g_ema_params") if use_ema else None) or g["g_params"]
-  variables = {"params": params, "batch_stats": g.get("g_batch_stats") or {}}
+  if use_ema and g.get("g_ema_params"):  # the EMA with its own BatchNorm statistics
+    variables = {"params": g["g_ema_params"],
+                 "batch_stats": g.get("g_ema_batch_stats") or g.get("g_batch_stats") or {}}
+  else:
+    variables = {"params": g["g_params"], "batch_stats": g.get("g_batch_stats") or {}}
   module = make_generator(config)
   return jax.jit(lambda z: module.apply(variables, z, train=False)), config
 

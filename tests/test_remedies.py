@@ -112,8 +112,9 @@ def test_options_compose_in_the_step():
                         data_shape=(2,), augment="color")
 
 
-def test_pmap_equals_one_device_with_gp_augment_and_pack():
-  state = sgd_state(gp_weight=1.0, augment="translation,cutout", pack=2)
+def test_pmap_equals_one_device_with_gp_augment_pack_and_ema():
+  state = sgd_state(gp_weight=1.0, augment="translation,cutout", pack=2, ema_decay=0.5)
+  assert state.g_ema_batch_stats is not None  # the EMA's BatchNorm statistics sync too
   x, rng = images(2, n=8), jax.random.key(9)
   single, m_single = jax.jit(jaxgan.train_step)(state, {"image": x}, rng)
   step = jax.pmap(functools.partial(jaxgan.train_step, axis_name="batch"), axis_name="batch",

@@ -132,6 +132,33 @@ def test_ema_of_generator_and_sample():
   assert not np.allclose(out, no_ema)  # sample used the EMA parameters
 
 
+def test_the_ema_generator_keeps_its_own_batch_norm_statistics():
+  # G's running statistics belong to G's current parameters; the EMA parameters get theirs
+  # from a forward pass on the step's latents, and generate() evaluates them together.
+  state = tiny_dcgan_state(ema_decay=0.5)
+  assert_trees_equal(state.g_ema_batch_stats, state.g_batch_stats)
+  rng = jax.random.key(3)
+  new, _ = jax.jit(jaxgan.train_step)(state, {"image": images(0)}, rng)
+  _, g_key = jax.random.split(jax.random.fold_in(rng, 0))  # the G update's latents
+  z = jaxgan.latents(g_key, 8, state.latent_dim)
+  _, expected = state.generator.apply(
+      {"params": new.g_ema_params, "batch_stats": state.g_ema_batch_stats}, z, train=True,
+      mutable=["batch_stats"])
+  assert_trees_close(new.g_ema_batch_stats, expected["batch_stats"], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(new.g_ema_batch_stats["BatchNorm_0"]["mean"],
+                         new.g_batch_stats["BatchNorm_0"]["mean"])
+  z = jaxgan.latents(jax.random.key(1), 5, new.latent_dim)
+  own = new.generator.apply({"params": new.g_ema_params, "batch_stats": new.g_ema_batch_stats},
+                            z, train=False)
+  np.testing.assert_allclose(jaxgan.generate(new, z), own, rtol=1e-6, atol=1e-6)
+  assert tiny_dcgan_state().g_ema_batch_stats is None  # no EMA: nothing to keep
+  mlp = jaxgan.create_state(
+      jax.random.key(0), generator=jaxgan.models.MLPGenerator(data_shape=(2,), hidden_dims=(8,)),
+      discriminator=jaxgan.models.MLPDiscriminator(hidden_dims=(8,)), g_optimizer=optax.sgd(0.1),
+      d_optimizer=optax.sgd(0.1), latent_dim=2, data_shape=(2,), ema_decay=0.9)
+  assert mlp.g_ema_batch_stats is None  # no BatchNorm: no extra forward pass
+
+
 @pytest.mark.parametrize("loss", losses.LOSSES)
 def test_every_loss_trains_finitely(loss):
   state = jaxgan.create_state(
