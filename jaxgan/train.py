@@ -536,6 +536,16 @@ def guard_nonfinite(step_fn=train_step, *, skip: bool = False):
   return guarded
 
 
+def generator_variables(g_params, g_batch_stats, g_ema_params=None, g_ema_batch_stats=None, *,
+                        use_ema: bool = True) -> dict:
+  """G's variables for inference: the EMA parameters with the EMA's own BatchNorm statistics
+  when an EMA is kept (and `use_ema`), else G's parameters and statistics. Missing
+  statistics (None, or an older checkpoint without the EMA's) fall back to G's, then to {}."""
+  if use_ema and g_ema_params:
+    return {"params": g_ema_params, "batch_stats": g_ema_batch_stats or g_batch_stats or {}}
+  return {"params": g_params, "batch_stats": g_batch_stats or {}}
+
+
 def generate(state: GANState, z: jax.Array, use_ema: bool = True,
              labels: jax.Array | None = None) -> jax.Array:
   """G(z) in inference mode (BatchNorm running statistics), EMA parameters when present
@@ -545,11 +555,8 @@ def generate(state: GANState, z: jax.Array, use_ema: bool = True,
   makes classes 0, 1, ..., num_classes - 1 in turn (balanced, as evaluation
   and sample grids want).
   """
-  variables = {"params": state.g_params, "batch_stats": state.g_batch_stats}
-  if state.g_ema_params is not None and use_ema:
-    variables = {"params": state.g_ema_params,
-                 "batch_stats": (state.g_batch_stats if state.g_ema_batch_stats is None
-                                 else state.g_ema_batch_stats)}
+  variables = generator_variables(state.g_params, state.g_batch_stats, state.g_ema_params,
+                                  state.g_ema_batch_stats, use_ema=use_ema)
   if state.num_classes and labels is None:
     labels = jnp.arange(z.shape[0]) % state.num_classes
   elif not state.num_classes and labels is not None:

@@ -32,8 +32,8 @@ from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
 from jaxgan.models.minibatch import MINIBATCH_KINDS
-from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate, guard_nonfinite,
-                          latents, options_from_config)
+from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate,
+                          generator_variables, guard_nonfinite, latents, options_from_config)
 
 log = logging.getLogger(__name__)
 
@@ -447,11 +447,8 @@ def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema
   config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
   g = checkpointer.restore_generator(step)
   checkpointer.close()
-  if use_ema and g.get("g_ema_params"):  # the EMA with its own BatchNorm statistics
-    variables = {"params": g["g_ema_params"],
-                 "batch_stats": g.get("g_ema_batch_stats") or g.get("g_batch_stats") or {}}
-  else:
-    variables = {"params": g["g_params"], "batch_stats": g.get("g_batch_stats") or {}}
+  variables = generator_variables(g["g_params"], g.get("g_batch_stats"), g.get("g_ema_params"),
+                                  g.get("g_ema_batch_stats"), use_ema=use_ema)
   module = make_generator(config)
   return jax.jit(lambda z: module.apply(variables, z, train=False)), config
 
