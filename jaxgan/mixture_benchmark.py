@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from PIL import Image, ImageDraw
 
-from jaxgan import mixtures, models
+from jaxgan import mixtures, models, optimizers
 from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
-from jaxgan.train import GANState, create_state, generate, latents, options_from_config, train_step
+from jaxgan.train import (GANState, create_state, generate, latents, optimizers_from_config,
+                          options_from_config, train_step)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
                           "eval_samples", "latent_dim", "n_critic", "pack", "d_maxout",
                           "r1_interval"))
+  optimizers.check_schedule(c)
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")
@@ -59,9 +60,8 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
       discriminator=models.MLPDiscriminator(hidden_dims=tuple(c.d_hidden), maxout=c.d_maxout,
                                             init_std=c.init_std or None,
                                             minibatch=c.get("d_minibatch", "none")),
-      g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
-      d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
-      latent_dim=c.latent_dim, data_shape=(2,), **options_from_config(c))
+      **optimizers_from_config(c), latent_dim=c.latent_dim, data_shape=(2,),
+      **options_from_config(c))
 
 
 def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int = 480) -> None:
@@ -109,7 +109,9 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
 
   train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
   draw_fn = jax.jit(jax.vmap(draw))
-  with ResumableRun(workdir, c, may_change=("num_steps",)) as run_dir:
+  # A larger num_steps trains a finished run further, unless the learning rate decays over it.
+  may_change = ("num_steps",) if c.get("lr_schedule", "constant") == "constant" else ()
+  with ResumableRun(workdir, c, may_change=may_change) as run_dir:
     start, seconds = 0, 0.0
     resumed = run_dir.resume(states)
     if resumed is not None:

@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from jaxgan import mixture_benchmark, mnist, models, summary
+from jaxgan import mixture_benchmark, mnist, models, optimizers, summary
 from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
-from jaxgan.train import GANState, create_state, options_from_config, sample, train_step
+from jaxgan.train import (GANState, create_state, optimizers_from_config, options_from_config,
+                          sample, train_step)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def mode_metrics(digits: np.ndarray) -> dict[str, float]:
 def validate_config(c: ml_collections.ConfigDict) -> None:
   check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
                           "eval_samples", "latent_dim", "ngf", "ndf", "pack", "n_critic"))
+  optimizers.check_schedule(c)
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")
@@ -89,9 +90,8 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
       generator=models.DCGANGenerator(image_size=IMAGE_SIZE, channels=3, ngf=c.ngf),
       discriminator=models.DCGANDiscriminator(image_size=IMAGE_SIZE, channels=3, ndf=c.ndf,
                                               minibatch=c.get("d_minibatch", "none")),
-      g_optimizer=optax.adam(c.g_lr, b1=c.b1, b2=c.b2),
-      d_optimizer=optax.adam(c.d_lr, b1=c.b1, b2=c.b2),
-      latent_dim=c.latent_dim, data_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), **options_from_config(c))
+      **optimizers_from_config(c), latent_dim=c.latent_dim,
+      data_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), **options_from_config(c))
 
 
 def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:

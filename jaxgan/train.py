@@ -20,7 +20,7 @@ import optax
 from flax import struct
 
 from jaxgan import augment as augment_lib
-from jaxgan import losses, regularizers, rng
+from jaxgan import losses, optimizers, regularizers, rng
 
 PyTree = Any
 
@@ -239,6 +239,19 @@ def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
   program (CelebA, the 2-D mixtures, Stacked MNIST) offers the same switches."""
   options = {k: config.get(k, default) for k, default in _CONFIG_OPTIONS.items()}
   return {**options, "ema_decay": config.get("ema_decay", 0.0) or None}
+
+
+def optimizers_from_config(config: Mapping[str, Any], num_steps: int | None = None,
+                           n_critic: int | None = None) -> dict[str, Any]:
+  """create_state's `g_optimizer` and `d_optimizer`: Adam with the config's `g_lr`, `d_lr`,
+  `b1`, `b2` and `lr_schedule` (default "constant"; see `jaxgan.optimizers`), decaying over
+  `num_steps` and `n_critic` (read from the config when not given)."""
+  g, d = optimizers.adam_pair(
+      config["g_lr"], config["d_lr"], config["b1"], config["b2"],
+      schedule=config.get("lr_schedule", "constant"),
+      num_steps=int(config["num_steps"] if num_steps is None else num_steps),
+      n_critic=int(config.get("n_critic", 1) if n_critic is None else n_critic))
+  return {"g_optimizer": g, "d_optimizer": d}
 
 
 def _features(module: nn.Module, variables, x, labels=None):

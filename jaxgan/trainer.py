@@ -24,16 +24,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxgan import augment as augment_lib
-from jaxgan import evaluation, input_pipeline, losses, models, parallel, summary
+from jaxgan import evaluation, input_pipeline, losses, models, optimizers, parallel, summary
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
 from jaxgan.models.minibatch import MINIBATCH_KINDS
 from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate,
-                          generator_variables, guard_nonfinite, latents, options_from_config)
+                          generator_variables, guard_nonfinite, latents, optimizers_from_config,
+                          options_from_config)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(isinstance(m.get("spectral_norm", False), bool),
          f"config.model.spectral_norm must be true or false, got {m.get('spectral_norm')!r}")
   o = config.optimizer
+  schedule = optimizers.check_schedule(o, "optimizer.lr_schedule")
+  _check(schedule == "constant" or config.num_steps >= 1,
+         f"config.optimizer.lr_schedule={schedule!r} decays over the run; set config.num_steps >= 1")
   for k in ("g_lr", "d_lr"):
     _check(o[k] > 0, f"config.optimizer.{k} must be > 0, got {o[k]}")
   for k in ("b1", "b2"):
@@ -193,8 +196,7 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       rng,
       generator=make_generator(config),
       discriminator=make_discriminator(config),
-      g_optimizer=optax.adam(o.g_lr, b1=o.b1, b2=o.b2),
-      d_optimizer=optax.adam(o.d_lr, b1=o.b1, b2=o.b2),
+      **optimizers_from_config(o, num_steps=config.num_steps, n_critic=config.get("n_critic", 1)),
       latent_dim=config.latent_dim, data_shape=(size, size, ch), **options_from_config(config))
 
 
@@ -258,6 +260,14 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
       c["model"] = {k: v for k, v in c["model"].items() if k not in _COMPUTE_KEYS}
   if isinstance(saved.get("model"), dict):  # model keys added since that run have their defaults
     current["model"] = {k: v for k, v in current["model"].items() if k in saved["model"]}
+  saved_schedule = (saved.get("optimizer") or {}).get("lr_schedule", "constant")
+  schedule = current["optimizer"].get("lr_schedule", "constant")
+  if saved and (saved_schedule != schedule or
+                (schedule != "constant" and saved.get("num_steps") != current["num_steps"])):
+    raise ConfigError(f"{workdir} holds a run with config.optimizer.lr_schedule={saved_schedule!r} "
+                      f"over config.num_steps={saved.get('num_steps')}, not {schedule!r} over "
+                      f"{current['num_steps']}; a decaying learning rate needs both unchanged "
+                      "(resume with the same settings or use a new --workdir)")
   for key in _COMPATIBLE_KEYS:
     if key in saved and saved[key] != current[key]:
       raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "

@@ -58,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.d_lr = 2e-4
   c.optimizer.b1 = 0.5
   c.optimizer.b2 = 0.999
+  c.optimizer.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tfds"  # tfds | folder | npz | synthetic

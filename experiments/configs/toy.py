@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.d_lr = 1e-4
   c.b1 = 0.8
   c.b2 = 0.999
+  c.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
   c.n_critic = 1
   c.pack = 1
   c.ema_decay = 0.0

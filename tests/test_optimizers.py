@@ -1,0 +1,93 @@
+"""Learning-rate schedules of G's and D's Adam, read from every program's config."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgan import mixture_benchmark, optimizers, trainer
+from jaxgan.errors import ConfigError
+from jaxgan.train import optimizers_from_config
+
+
+def test_schedules_start_at_the_peak_and_reach_zero_at_the_end():
+  assert optimizers.learning_rate(2e-4, "constant", 10) == 2e-4
+  for schedule in ("linear", "cosine"):
+    lr = optimizers.learning_rate(2.0, schedule, 10)
+    np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(20)], [2.0, 1.0, 0.0, 0.0], atol=1e-6)
+  lr = optimizers.learning_rate(2.0, "cosine", 10)
+  np.testing.assert_allclose(lr(2), 1.0 + np.cos(np.pi * 0.2), rtol=1e-6)  # a half cosine
+  with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+    optimizers.learning_rate(2.0, "step", 10)
+
+
+def _update_sizes(tx, count):
+  """|update| of each of `count` Adam updates for a constant gradient: the learning rate."""
+  params = {"w": jnp.zeros(3)}
+  state, sizes = tx.init(params), []
+  for _ in range(count):
+    updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+    sizes.append(float(jnp.abs(updates["w"][0])))
+  return np.array(sizes)
+
+
+def test_d_decays_over_its_n_critic_updates_per_step():
+  """10 steps with n_critic=2: G makes 10 updates and D 20, and both end at 0."""
+  g, d = optimizers.adam_pair(1.0, 0.5, 0.5, 0.999, schedule="linear", num_steps=10, n_critic=2)
+  np.testing.assert_allclose(_update_sizes(g, 10), 1.0 - np.arange(10) / 10, atol=1e-5)
+  np.testing.assert_allclose(_update_sizes(d, 20), 0.5 * (1.0 - np.arange(20) / 20), atol=1e-5)
+  constant = optimizers_from_config({"g_lr": 1.0, "d_lr": 0.5, "b1": 0.5, "b2": 0.999,
+                                     "num_steps": 10})  # no lr_schedule key: constant
+  np.testing.assert_allclose(_update_sizes(constant["d_optimizer"], 5), 0.5, atol=1e-5)
+  with pytest.raises(ValueError, match="give num_steps >= 1"):
+    optimizers.adam_pair(1.0, 1.0, 0.5, 0.999, schedule="cosine")
+
+
+def test_toy_program_decays_and_refuses_to_stretch_a_decay_on_resume(tmp_path):
+  """A decaying run cannot be trained further with a larger num_steps (its learning rate
+  already reached 0 on the old curve); a constant-rate run can (see test_mixtures)."""
+  from experiments.configs import toy
+  c = toy.get_config("smoke")
+  c.num_seeds, c.num_steps, c.eval_every, c.lr_schedule = 1, 20, 20, "linear"
+  result = mixture_benchmark.run(c, tmp_path / "run")
+  assert result["num_seeds"] == 1 and np.isfinite(result["reverse_kl"])
+  c.num_steps = 40
+  with pytest.raises(ConfigError, match="config.num_steps=20, not 40; resume with the same"):
+    mixture_benchmark.run(c, tmp_path / "run")
+  c.lr_schedule = "exponential"
+  with pytest.raises(ConfigError, match="config.lr_schedule='exponential' is unknown; choose one "
+                                        "of constant, linear, cosine"):
+    mixture_benchmark.validate_config(c)
+
+
+def test_celeba_config_checks_the_schedule_and_its_resume():
+  from experiments.configs import celeba
+  c = celeba.get_config("smoke")
+  c.optimizer.lr_schedule = "cosine"
+  trainer.validate_config(c)
+  saved = c.to_dict()
+  c.num_steps = 2 * c.num_steps
+  with pytest.raises(ConfigError, match="lr_schedule='cosine' over config.num_steps=6, not "
+                                        "'cosine' over 12; a decaying learning rate"):
+    trainer._check_compatible(saved, c, pathlib.Path("w"))
+  c.optimizer.lr_schedule = "constant"  # a constant rate may train further...
+  saved["optimizer"]["lr_schedule"] = "constant"
+  trainer._check_compatible(saved, c, pathlib.Path("w"))
+  del saved["optimizer"]["lr_schedule"]  # ...also from a run saved before the key existed
+  trainer._check_compatible(saved, c, pathlib.Path("w"))
+  c.optimizer.lr_schedule = "linear"
+  with pytest.raises(ConfigError, match="lr_schedule='constant' over"):
+    trainer._check_compatible(saved, c, pathlib.Path("w"))
+  c.num_steps = 0
+  with pytest.raises(ConfigError, match="decays over the run; set config.num_steps >= 1"):
+    trainer.validate_config(c)
+  c.optimizer.lr_schedule = "step"
+  with pytest.raises(ConfigError, match="config.optimizer.lr_schedule='step' is unknown"):
+    trainer.validate_config(c)
+  c = celeba.get_config("smoke")
+  c.optimizer.lr_schedule, c.n_critic = "linear", 2
+  trainer.validate_config(c)
+  state = trainer.create_state_from_config(c, jax.random.key(0))
+  assert jax.tree.leaves(state.d_opt_state)  # the schedule's update count is in the state
