@@ -181,19 +181,22 @@ class ResumableRun:
   the program calls `log` with the metrics line and then `save` with the state.
   A rerun with the same command calls `resume`. It restores the newest checkpoint,
   after checking that the checkpoint was written with the same config (except
-  `may_change`, e.g. `num_steps` to train further). It then cuts metrics.jsonl
+  `may_change`, e.g. `num_steps` to train further; a key in `added_keys` that the
+  saved config lacks counts as its value there, the behaviour before the key existed,
+  so runs of an older version resume). It then cuts metrics.jsonl
   back to the lines that checkpoint had seen. A line written after the last
   checkpoint is computed again, the same way: the programs are deterministic.
   `WorkdirLock` keeps a second live run off the workdir.
   """
 
   def __init__(self, workdir: str | pathlib.Path, config, may_change: tuple[str, ...] = (),
-               keep: int = 2):
+               keep: int = 2, added_keys: dict[str, Any] | None = None):
     self.workdir = pathlib.Path(workdir).expanduser()
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.lock = WorkdirLock(self.workdir).acquire()
     self.config = json.loads(config.to_json_best_effort())
     self.may_change = may_change
+    self.added_keys = dict(added_keys or {})
     self.metrics_path = self.workdir / "metrics.jsonl"
     self.checkpointer = Checkpointer(self.workdir / "checkpoints", keep=keep, asynchronous=False)
     self.lines = 0
@@ -225,6 +228,7 @@ class ResumableRun:
     return state, meta
 
   def _check_config(self, saved: dict) -> None:
+    saved = {**self.added_keys, **saved}
     for key in sorted(set(saved) | set(self.config)):
       if key not in self.may_change and saved.get(key) != self.config.get(key):
         raise ConfigError(f"{self.workdir} holds a run with config.{key}={saved.get(key)!r}, not "

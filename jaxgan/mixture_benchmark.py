@@ -33,6 +33,11 @@ from jaxgan.train import (GANState, create_state, generate, latents, optimizers_
 log = logging.getLogger(__name__)
 
 
+# Config keys added since runs were first checkpointed, with the value that reproduces the
+# runs saved before them: such runs resume (`ResumableRun`).
+ADDED_KEYS = {"lr_schedule": "constant"}
+
+
 def validate_config(c: ml_collections.ConfigDict) -> None:
   if c.mixture not in mixtures.MIXTURES:
     raise ConfigError(f"config.mixture={c.mixture!r} is unknown; choose one of "
@@ -111,7 +116,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   draw_fn = jax.jit(jax.vmap(draw))
   # A larger num_steps trains a finished run further, unless the learning rate decays over it.
   may_change = ("num_steps",) if c.get("lr_schedule", "constant") == "constant" else ()
-  with ResumableRun(workdir, c, may_change=may_change) as run_dir:
+  with ResumableRun(workdir, c, may_change=may_change, added_keys=ADDED_KEYS) as run_dir:
     start, seconds = 0, 0.0
     resumed = run_dir.resume(states)
     if resumed is not None:

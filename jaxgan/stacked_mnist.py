@@ -113,7 +113,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   with config_errors():  # before any data is read; each state is consumed (donated) in turn
     states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
-  with ResumableRun(workdir, c) as run_dir:
+  with ResumableRun(workdir, c, added_keys=mixture_benchmark.ADDED_KEYS) as run_dir:
     # A checkpoint after every evaluation, numbered seed x num_steps + step; its meta carries
     # the finished seeds' scores, so a rerun goes on from the seed and step it stopped at.
     per_seed, first_seed, first_step, seconds = [], 0, 0, 0.0

@@ -1,5 +1,6 @@
 """Learning-rate schedules of G's and D's Adam, read from every program's config."""
 
+import json
 import pathlib
 
 import jax
@@ -47,12 +48,23 @@ def test_d_decays_over_its_n_critic_updates_per_step():
 
 def test_toy_program_decays_and_refuses_to_stretch_a_decay_on_resume(tmp_path):
   """A decaying run cannot be trained further with a larger num_steps (its learning rate
-  already reached 0 on the old curve); a constant-rate run can (see test_mixtures)."""
+  already reached 0 on the old curve); a constant-rate run can (see test_mixtures), and so
+  can one saved before `lr_schedule` existed."""
   from experiments.configs import toy
   c = toy.get_config("smoke")
-  c.num_seeds, c.num_steps, c.eval_every, c.lr_schedule = 1, 20, 20, "linear"
+  c.num_seeds, c.num_steps, c.eval_every = 1, 20, 20
+  del c["lr_schedule"]  # a run of the version before the key
+  before = mixture_benchmark.run(c, tmp_path / "old")
+  c.lr_schedule = "constant"
+  assert mixture_benchmark.run(c, tmp_path / "old")["per_seed"] == before["per_seed"]
+  c.lr_schedule = "linear"
+  with pytest.raises(ConfigError, match="config.lr_schedule='constant', not 'linear'; resume"):
+    mixture_benchmark.run(c, tmp_path / "old")
   result = mixture_benchmark.run(c, tmp_path / "run")
   assert result["num_seeds"] == 1 and np.isfinite(result["reverse_kl"])
+  losses = [json.loads((tmp_path / w / "metrics.jsonl").read_text())["per_seed_losses"]["d_loss"]
+            for w in ("old", "run")]
+  assert losses[0] != losses[1]  # a different learning rate, a different run
   c.num_steps = 40
   with pytest.raises(ConfigError, match="config.num_steps=20, not 40; resume with the same"):
     mixture_benchmark.run(c, tmp_path / "run")
