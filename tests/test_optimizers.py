@@ -6,6 +6,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxgan import mixture_benchmark, optimizers, trainer
@@ -105,4 +106,8 @@ def test_celeba_config_checks_the_schedule_and_its_resume():
   c.optimizer.lr_schedule, c.n_critic = "linear", 2
   trainer.validate_config(c)
   state = trainer.create_state_from_config(c, jax.random.key(0))
-  assert jax.tree.leaves(state.d_opt_state)  # the schedule's update count is in the state
+  counts = optax.tree_utils.tree_get_all_with_path(state.d_opt_state, "count")
+  assert len(counts) == 2  # Adam's count and the schedule's: the state carries the position
+  c.optimizer.lr_schedule = "constant"
+  plain = trainer.create_state_from_config(c, jax.random.key(0))
+  assert len(optax.tree_utils.tree_get_all_with_path(plain.d_opt_state, "count")) == 1
