@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # Config keys added since runs were first checkpointed, with the value that reproduces the
 # runs saved before them: such runs resume (`ResumableRun`).
-ADDED_KEYS = {"lr_schedule": "constant"}
+ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE}
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
@@ -115,7 +115,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
   draw_fn = jax.jit(jax.vmap(draw))
   # A larger num_steps trains a finished run further, unless the learning rate decays over it.
-  may_change = ("num_steps",) if c.get("lr_schedule", "constant") == "constant" else ()
+  may_change = () if optimizers.decays(optimizers.check_schedule(c)) else ("num_steps",)
   with ResumableRun(workdir, c, may_change=may_change, added_keys=ADDED_KEYS) as run_dir:
     start, seconds = 0, 0.0
     resumed = run_dir.resume(states)

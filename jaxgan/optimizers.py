@@ -13,12 +13,19 @@ import optax
 from jaxgan.errors import ConfigError
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
+DEFAULT_SCHEDULE = "constant"  # also what a saved config without a schedule key ran with
+
+
+def decays(schedule: str) -> bool:
+  """Whether the rate follows a curve over `num_steps`; a resumed run must then keep
+  `num_steps`, or the curve (and so the training) would change mid-run."""
+  return schedule != DEFAULT_SCHEDULE
 
 
 def learning_rate(peak: float, schedule: str, num_updates: int) -> optax.ScalarOrSchedule:
   """`peak` throughout ("constant"), or decayed from `peak` to 0 over `num_updates`
   updates along a line ("linear") or a half cosine ("cosine")."""
-  if schedule == "constant":
+  if not decays(schedule):
     return peak
   if schedule == "linear":
     return optax.linear_schedule(peak, 0.0, num_updates)
@@ -30,19 +37,19 @@ def learning_rate(peak: float, schedule: str, num_updates: int) -> optax.ScalarO
 
 def check_schedule(config, key: str = "lr_schedule") -> str:
   """`config`'s schedule (default "constant"), or a one-line ConfigError naming `key` if unknown."""
-  schedule = config.get(key.split(".")[-1], "constant")
+  schedule = config.get(key.split(".")[-1], DEFAULT_SCHEDULE)
   if schedule not in LR_SCHEDULES:
     raise ConfigError(f"config.{key}={schedule!r} is unknown; choose one of "
                       f"{', '.join(LR_SCHEDULES)}")
   return schedule
 
 
-def adam_pair(g_lr: float, d_lr: float, b1: float, b2: float, *, schedule: str = "constant",
+def adam_pair(g_lr: float, d_lr: float, b1: float, b2: float, *, schedule: str = DEFAULT_SCHEDULE,
               num_steps: int = 0, n_critic: int = 1
               ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
   """(G's, D's) Adam: peak rates `g_lr`, `d_lr` (TTUR when they differ), decayed over
   `num_steps` training steps unless `schedule` is "constant"."""
-  if schedule != "constant" and num_steps < 1:
+  if decays(schedule) and num_steps < 1:
     raise ValueError(f"schedule {schedule!r} decays over the run: give num_steps >= 1")
   return (optax.adam(learning_rate(g_lr, schedule, num_steps), b1=b1, b2=b2),
           optax.adam(learning_rate(d_lr, schedule, num_steps * n_critic), b1=b1, b2=b2))

@@ -248,7 +248,7 @@ def optimizers_from_config(config: Mapping[str, Any], num_steps: int | None = No
   `num_steps` and `n_critic` (read from the config when not given)."""
   g, d = optimizers.adam_pair(
       config["g_lr"], config["d_lr"], config["b1"], config["b2"],
-      schedule=config.get("lr_schedule", "constant"),
+      schedule=optimizers.check_schedule(config),
       num_steps=int(config["num_steps"] if num_steps is None else num_steps),
       n_critic=int(config.get("n_critic", 1) if n_critic is None else n_critic))
   return {"g_optimizer": g, "d_optimizer": d}

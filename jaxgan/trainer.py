@@ -124,7 +124,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"config.model.spectral_norm must be true or false, got {m.get('spectral_norm')!r}")
   o = config.optimizer
   schedule = optimizers.check_schedule(o, "optimizer.lr_schedule")
-  _check(schedule == "constant" or config.num_steps >= 1,
+  _check(not optimizers.decays(schedule) or config.num_steps >= 1,
          f"config.optimizer.lr_schedule={schedule!r} decays over the run; set config.num_steps >= 1")
   for k in ("g_lr", "d_lr"):
     _check(o[k] > 0, f"config.optimizer.{k} must be > 0, got {o[k]}")
@@ -260,10 +260,10 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
       c["model"] = {k: v for k, v in c["model"].items() if k not in _COMPUTE_KEYS}
   if isinstance(saved.get("model"), dict):  # model keys added since that run have their defaults
     current["model"] = {k: v for k, v in current["model"].items() if k in saved["model"]}
-  saved_schedule = (saved.get("optimizer") or {}).get("lr_schedule", "constant")
-  schedule = current["optimizer"].get("lr_schedule", "constant")
+  saved_schedule = (saved.get("optimizer") or {}).get("lr_schedule", optimizers.DEFAULT_SCHEDULE)
+  schedule = optimizers.check_schedule(config.optimizer)
   if saved and (saved_schedule != schedule or
-                (schedule != "constant" and saved.get("num_steps") != current["num_steps"])):
+                (optimizers.decays(schedule) and saved.get("num_steps") != current["num_steps"])):
     raise ConfigError(f"{workdir} holds a run with config.optimizer.lr_schedule={saved_schedule!r} "
                       f"over config.num_steps={saved.get('num_steps')}, not {schedule!r} over "
                       f"{current['num_steps']}; a decaying learning rate needs both unchanged "
