@@ -21,6 +21,7 @@ from helpers import image_batches, run_steps, sgd_state, tiny_dcgan_state
     (2, (1, 1), "VALID"),  # the phase form's convolution
     (3, (1, 1), "SAME"),
     (4, (2, 2), "VALID"),
+    (4, (2, 2), ((1, 0), (2, 1))),  # asymmetric padding
 ])
 def test_tap_matmul_conv_has_the_outputs_and_gradients_of_xla(kernel, strides, padding):
   x = jax.random.normal(jax.random.key(0), (3, 8, 8, 5))
