@@ -35,7 +35,14 @@ log = logging.getLogger(__name__)
 
 # Config keys added since runs were first checkpointed, with the value that reproduces the
 # runs saved before them: such runs resume (`ResumableRun`).
-ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE}
+ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step"}
+
+# Where each step's minibatch indices come from: "own", a per-seed key of their own; "step",
+# the step's key, as in the runs made before this option (kept to resume and reproduce them).
+# The step's key also feeds G's latents, and there `randint` reads the very bits that G's z
+# are made from, so "step" ties each step's G latents to its minibatch.
+MINIBATCH_KEYS = ("own", "step")
+STREAMS = ("init", "data", "train", "eval", "minibatch")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
@@ -46,6 +53,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
                           "eval_samples", "latent_dim", "n_critic", "pack", "d_maxout",
                           "r1_interval"))
   optimizers.check_schedule(c)
+  if c.get("minibatch_key", "own") not in MINIBATCH_KEYS:
+    raise ConfigError(f"config.minibatch_key={c.minibatch_key!r} is unknown; choose one of "
+                      f"{', '.join(MINIBATCH_KEYS)}")
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")
@@ -54,6 +64,17 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 def samples_per_step(c: ml_collections.ConfigDict) -> int:
   """Real points per step: batch_size packs of `pack` points for each of the n_critic D updates."""
   return c.batch_size * c.pack * c.n_critic
+
+
+def seed_streams(seed: int, num_seeds: int) -> dict[str, jax.Array]:
+  """One key per seed for each of `STREAMS`.
+
+  Seed i's keys do not depend on num_seeds (jax's default partitionable threefry), so the
+  first 3 seeds of a 10-seed run are the seeds of a 3-seed run.
+  """
+  seed_keys = jax.random.split(jax.random.key(seed), num_seeds)
+  return {name: jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys)
+          for i, name in enumerate(STREAMS)}
 
 
 def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
@@ -89,21 +110,21 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
   modes, std = mixtures.mixture(c.mixture)
-  seed_keys = jax.random.split(jax.random.key(c.seed), c.num_seeds)
-  init_keys, data_keys, train_keys, eval_keys = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(
-      seed_keys) for i in range(4))
+  keys = seed_streams(c.seed, c.num_seeds)
+  if c.get("minibatch_key", "own") == "step":
+    keys["minibatch"] = keys["train"]
   with config_errors():
-    states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(init_keys)
-  data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(data_keys)
+    states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(keys["init"])
+  data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
 
   # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of
   # `pack` real samples (and as many fake), so a step draws batch_size x pack x n_critic points.
   points_per_step = samples_per_step(c)
 
-  def train_chunk(state, points, key):
+  def train_chunk(state, points, key, minibatch_key):
     def body(state, _):
-      idx = jax.random.randint(jax.random.fold_in(key, state.step), (points_per_step,), 0,
-                               c.num_train)
+      idx = jax.random.randint(jax.random.fold_in(minibatch_key, state.step), (points_per_step,),
+                               0, c.num_train)
       return train_step(state, {"image": points[idx]}, key)
 
     state, metrics = jax.lax.scan(body, state, None, length=c.eval_every)
@@ -129,8 +150,8 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
       log.info("resumed at step %d of %d", start, c.num_steps)
     t0 = time.perf_counter() - seconds
     for done in range(start + c.eval_every, c.num_steps + 1, c.eval_every):
-      states, losses = train_fn(states, data, train_keys)
-      per_seed = _score(draw_fn(states, eval_keys), modes, std)[1]
+      states, losses = train_fn(states, data, keys["train"], keys["minibatch"])
+      per_seed = _score(draw_fn(states, keys["eval"]), modes, std)[1]
       means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
       seed_losses = {k: np.asarray(losses[k]).tolist() for k in ("d_loss", "g_loss")}
       entry = {"step": done, **means, "d_loss": float(np.mean(seed_losses["d_loss"])),
@@ -142,7 +163,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
                "| %.0fs", done, c.num_steps, means["modes"], len(modes), 100 * means["hq"],
                means["reverse_kl"], entry["d_loss"], entry["g_loss"], entry["seconds"])
     # The final scores: recomputed from the restored state when the run was already complete.
-    samples, per_seed = _score(draw_fn(states, eval_keys), modes, std)
+    samples, per_seed = _score(draw_fn(states, keys["eval"]), modes, std)
     seconds = run_dir.logged()[-1]["seconds"]
   means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
   plot(samples[0], modes, workdir / "samples_seed0.png")

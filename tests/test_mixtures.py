@@ -66,6 +66,37 @@ def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
   assert bad.returncode == 2 and "must be a multiple of config.eval_every=30" in bad.stderr
 
 
+def test_seed_streams_are_distinct_and_do_not_depend_on_num_seeds():
+  three, ten = mixture_benchmark.seed_streams(0, 3), mixture_benchmark.seed_streams(0, 10)
+  assert set(ten) == set(mixture_benchmark.STREAMS)
+  for name in mixture_benchmark.STREAMS:
+    np.testing.assert_array_equal(jax.random.key_data(three[name]),
+                                  jax.random.key_data(ten[name])[:3])
+  every_key = np.concatenate([jax.random.key_data(k) for k in ten.values()])
+  assert len({tuple(k) for k in every_key.tolist()}) == 10 * len(mixture_benchmark.STREAMS)
+
+
+def test_minibatch_key_choices_and_runs_saved_before_the_option(tmp_path):
+  """Runs saved before `minibatch_key` drew their minibatches from the step's key: they
+  resume only as "step", and the default ("own") refuses them in one line."""
+  from experiments.configs import toy
+  from jaxgan.checkpointing import ResumableRun
+  c = toy.get_config("smoke")
+  c.minibatch_key = "shared"
+  with pytest.raises(ConfigError, match="config.minibatch_key='shared' is unknown; choose one of "
+                                        "own, step"):
+    mixture_benchmark.validate_config(c)
+  c.minibatch_key = "own"
+  saved = json.loads(c.to_json_best_effort())
+  del saved["minibatch_key"]
+  with ResumableRun(tmp_path, c, added_keys=mixture_benchmark.ADDED_KEYS) as run:
+    with pytest.raises(ConfigError, match="config.minibatch_key='step', not 'own'; resume with"):
+      run._check_config(saved)
+    c.minibatch_key = "step"
+    run.config = json.loads(c.to_json_best_effort())
+    run._check_config(saved)
+
+
 def test_toy_program_resumes_where_it_stopped(tmp_path):
   """Stopped at step 20 and rerun to 40, the seeds end where a straight 40-step run ends;
   a metrics line written after the last checkpoint is computed again, not kept twice."""

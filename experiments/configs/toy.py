@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.b2 = 0.999
   c.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
   c.n_critic = 1
+  c.minibatch_key = "own"  # or "step": runs made before the option (their indices share G's z bits)
   c.pack = 1
   c.ema_decay = 0.0
   c.ema_start = 0
