@@ -69,8 +69,8 @@ def samples_per_step(c: ml_collections.ConfigDict) -> int:
 def seed_streams(seed: int, num_seeds: int) -> dict[str, jax.Array]:
   """One key per seed for each of `STREAMS`.
 
-  Seed i's keys do not depend on num_seeds (jax's default partitionable threefry), so the
-  first 3 seeds of a 10-seed run are the seeds of a 3-seed run.
+  Seed i's keys do not depend on num_seeds (jax's default partitionable threefry); its
+  results may, in the last bits, because XLA rounds vmaps of different widths differently.
   """
   seed_keys = jax.random.split(jax.random.key(seed), num_seeds)
   return {name: jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(seed_keys)
