@@ -97,6 +97,16 @@ def test_minibatch_key_choices_and_runs_saved_before_the_option(tmp_path):
     run._check_config(saved)
 
 
+def test_best_variants_are_the_baseline_with_the_best_settings():
+  from experiments.configs import toy
+  for mixture in ("ring", "grid"):
+    base, best = toy.get_config(mixture).to_dict(), toy.get_config(f"{mixture}-best").to_dict()
+    assert best["mixture"] == mixture
+    assert {k: v for k, v in best.items() if base[k] != v} == toy.BEST
+  with pytest.raises(ValueError, match="unknown config variant 'ring-worst'; use toy.py:ring"):
+    toy.get_config("ring-worst")
+
+
 def test_toy_program_resumes_where_it_stopped(tmp_path):
   """Stopped at step 20 and rerun to 40, the seeds end where a straight 40-step run ends;
   a metrics line written after the last checkpoint is computed again, not kept twice."""
