@@ -32,6 +32,9 @@ from jaxgan.train import (GANState, create_state, optimizers_from_config, option
 log = logging.getLogger(__name__)
 
 NUM_DIGITS = 3
+# Config keys added since runs were first checkpointed, with the value that reproduces the
+# runs saved before them (`ResumableRun`).
+ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE}
 NUM_MODES = 10 ** NUM_DIGITS
 IMAGE_SIZE = 32
 _PAD = (IMAGE_SIZE - 28) // 2
@@ -113,7 +116,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   with config_errors():  # before any data is read; each state is consumed (donated) in turn
     states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
-  with ResumableRun(workdir, c, added_keys=mixture_benchmark.ADDED_KEYS) as run_dir:
+  with ResumableRun(workdir, c, added_keys=ADDED_KEYS) as run_dir:
     # A checkpoint after every evaluation, numbered seed x num_steps + step; its meta carries
     # the finished seeds' scores, so a rerun goes on from the seed and step it stopped at.
     per_seed, first_seed, first_step, seconds = [], 0, 0, 0.0
