@@ -3,6 +3,9 @@
     python -m experiments.toy --config=experiments/configs/toy.py:ring --workdir=DIR \
         [--config.num_seeds=10] [--config.pack=4]
 
+Variants: ring | grid (PacGAN's baseline GAN), ring-best | grid-best (our best setting),
+smoke (tests).
+
 Writes DIR/results.json (modes, hq, reverse_kl: means over seeds, and per seed),
 DIR/metrics.jsonl and DIR/samples_seed0.png.
 """
