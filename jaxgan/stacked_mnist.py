@@ -32,12 +32,13 @@ from jaxgan.train import (GANState, create_state, optimizers_from_config, option
 log = logging.getLogger(__name__)
 
 NUM_DIGITS = 3
-# Config keys added since runs were first checkpointed, with the value that reproduces the
-# runs saved before them (`ResumableRun`).
-ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE}
 NUM_MODES = 10 ** NUM_DIGITS
 IMAGE_SIZE = 32
 _PAD = (IMAGE_SIZE - 28) // 2
+
+# Config keys added since runs were first checkpointed, with the value that reproduces the
+# runs saved before them (`ResumableRun`).
+ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE}
 
 
 def padded_digits(images: np.ndarray) -> jax.Array:
