@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 # Config keys added since runs were first checkpointed, with the value that reproduces the
 # runs saved before them: such runs resume (`ResumableRun`).
-ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step"}
+ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step",
+              "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY}
 
 # Where each step's minibatch indices come from: "own", a per-seed key of their own; "step",
 # the step's key, as in the runs made before this option (kept to resume and reproduce them).
@@ -52,6 +53,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
                           "eval_samples", "latent_dim", "n_critic", "pack", "d_maxout",
                           "r1_interval"))
+  optimizers.check_optimizer(c)
   optimizers.check_schedule(c)
   if c.get("minibatch_key", "own") not in MINIBATCH_KEYS:
     raise ConfigError(f"config.minibatch_key={c.minibatch_key!r} is unknown; choose one of "

@@ -242,12 +242,16 @@ def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def optimizers_from_config(config: Mapping[str, Any], num_steps: int | None = None,
-                           n_critic: int | None = None) -> dict[str, Any]:
-  """create_state's `g_optimizer` and `d_optimizer`: Adam with the config's `g_lr`, `d_lr`,
-  `b1`, `b2` and `lr_schedule` (default "constant"; see `jaxgan.optimizers`), decaying over
-  `num_steps` and `n_critic` (read from the config when not given)."""
-  g, d = optimizers.adam_pair(
+                           n_critic: int | None = None, optimizer_key: str = "optimizer"
+                           ) -> dict[str, Any]:
+  """create_state's `g_optimizer` and `d_optimizer`, read from a config: the optimizer under
+  `optimizer_key` (default "adam"; or "rmsprop" with `rms_decay`), `g_lr`, `d_lr`, `b1`, `b2`
+  and `lr_schedule` (default "constant"; see `jaxgan.optimizers`), decaying over `num_steps`
+  and `n_critic` (read from the config when not given)."""
+  g, d = optimizers.optimizer_pair(
       config["g_lr"], config["d_lr"], config["b1"], config["b2"],
+      name=optimizers.check_optimizer(config, optimizer_key),
+      rms_decay=config.get("rms_decay", optimizers.RMSPROP_DECAY),
       schedule=optimizers.check_schedule(config),
       num_steps=int(config["num_steps"] if num_steps is None else num_steps),
       n_critic=int(config.get("n_critic", 1) if n_critic is None else n_critic))

@@ -123,6 +123,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(isinstance(m.get("spectral_norm", False), bool),
          f"config.model.spectral_norm must be true or false, got {m.get('spectral_norm')!r}")
   o = config.optimizer
+  optimizers.check_optimizer(o, "optimizer.name")
   schedule = optimizers.check_schedule(o, "optimizer.lr_schedule")
   _check(not optimizers.decays(schedule) or config.num_steps >= 1,
          f"config.optimizer.lr_schedule={schedule!r} decays over the run; set config.num_steps >= 1")
@@ -196,7 +197,8 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       rng,
       generator=make_generator(config),
       discriminator=make_discriminator(config),
-      **optimizers_from_config(o, num_steps=config.num_steps, n_critic=config.get("n_critic", 1)),
+      **optimizers_from_config(o, num_steps=config.num_steps, n_critic=config.get("n_critic", 1),
+                               optimizer_key="name"),
       latent_dim=config.latent_dim, data_shape=(size, size, ch), **options_from_config(config))
 
 
@@ -268,6 +270,11 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
                       f"over config.num_steps={saved.get('num_steps')}, not {schedule!r} over "
                       f"{current['num_steps']}; a decaying learning rate needs both unchanged "
                       "(resume with the same settings or use a new --workdir)")
+  saved_name = (saved.get("optimizer") or {}).get("name", optimizers.DEFAULT_OPTIMIZER)
+  name = optimizers.check_optimizer(config.optimizer, "optimizer.name")
+  if saved and saved_name != name:  # the checkpoint holds the other optimizer's state
+    raise ConfigError(f"{workdir} holds a run with config.optimizer.name={saved_name!r}, not "
+                      f"{name!r}; resume with the same settings or use a new --workdir")
   for key in _COMPATIBLE_KEYS:
     if key in saved and saved[key] != current[key]:
       raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "

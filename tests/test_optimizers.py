@@ -1,4 +1,5 @@
-"""Learning-rate schedules of G's and D's Adam, read from every program's config."""
+"""G's and D's optimizers (Adam, RMSProp) and learning-rate schedules, read from every
+program's config."""
 
 import json
 import pathlib
@@ -38,14 +39,82 @@ def _update_sizes(tx, count):
 
 def test_d_decays_over_its_n_critic_updates_per_step():
   """10 steps with n_critic=2: G makes 10 updates and D 20, and both end at 0."""
-  g, d = optimizers.adam_pair(1.0, 0.5, 0.5, 0.999, schedule="linear", num_steps=10, n_critic=2)
+  g, d = optimizers.optimizer_pair(1.0, 0.5, 0.5, 0.999, schedule="linear", num_steps=10, n_critic=2)
   np.testing.assert_allclose(_update_sizes(g, 10), 1.0 - np.arange(10) / 10, atol=1e-5)
   np.testing.assert_allclose(_update_sizes(d, 20), 0.5 * (1.0 - np.arange(20) / 20), atol=1e-5)
   constant = optimizers_from_config({"g_lr": 1.0, "d_lr": 0.5, "b1": 0.5, "b2": 0.999,
                                      "num_steps": 10})  # no lr_schedule key: constant
   np.testing.assert_allclose(_update_sizes(constant["d_optimizer"], 5), 0.5, atol=1e-5)
   with pytest.raises(ValueError, match="give num_steps >= 1"):
-    optimizers.adam_pair(1.0, 1.0, 0.5, 0.999, schedule="cosine")
+    optimizers.optimizer_pair(1.0, 1.0, 0.5, 0.999, schedule="cosine")
+
+
+def test_rmsprop_is_pytorchs_and_every_program_can_choose_it():
+  """RMSProp as torch.optim.RMSprop(lr, alpha) computes it, written out in numpy: the original
+  WGAN's optimizer (with weight clipping), selectable in the CelebA, toy and Stacked MNIST configs."""
+  grads = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32) * [1, 1e-3, 10, 1e-6]
+  lr, alpha = 5e-5, 0.99
+  p, v, expected = np.zeros(4), np.zeros(4), []
+  for g in grads:
+    v = alpha * v + (1 - alpha) * g * g
+    p = p - lr * g / (np.sqrt(v) + 1e-8)
+    expected.append(p.copy())
+  tx = optimizers.optimizer("rmsprop", lr, rms_decay=alpha)
+  params = jnp.zeros(4)
+  state, got = tx.init(params), []
+  for g in grads:
+    updates, state = tx.update(jnp.asarray(g), state, params)
+    params = optax.apply_updates(params, updates)
+    got.append(np.asarray(params))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
+
+  from experiments.configs import celeba, stacked_mnist, toy
+  for config in (toy.get_config("smoke"), stacked_mnist.get_config("smoke")):
+    assert config.optimizer == "adam"
+    config.optimizer = "rmsprop"
+    tx = optimizers_from_config(config)["d_optimizer"]
+    assert optax.tree_utils.tree_get(tx.init(jnp.zeros(2)), "nu") is not None  # RMSProp's state
+    assert optax.tree_utils.tree_get(tx.init(jnp.zeros(2)), "mu") is None  # no Adam momentum
+  c = celeba.get_config("smoke")
+  c.optimizer.name = "rmsprop"
+  trainer.validate_config(c)
+  c.optimizer.name = "sgd"
+  with pytest.raises(ConfigError, match=r"config.optimizer.name='sgd' is unknown; choose one of "
+                                        r"adam, rmsprop"):
+    trainer.validate_config(c)
+  c.optimizer.name, c.optimizer.rms_decay = "rmsprop", 1.0
+  with pytest.raises(ConfigError, match=r"config.optimizer.rms_decay must be in \[0, 1\), got 1.0"):
+    trainer.validate_config(c)
+  c = toy.get_config("smoke")
+  c.optimizer = "adagrad"
+  with pytest.raises(ConfigError, match="config.optimizer='adagrad' is unknown"):
+    mixture_benchmark.validate_config(c)
+
+
+def test_a_run_resumes_only_with_its_own_optimizer(tmp_path):
+  """The checkpoint holds that optimizer's state; runs saved before the key ran Adam."""
+  from experiments.configs import celeba, toy
+  c = celeba.get_config("smoke")
+  saved = c.to_dict()
+  c.optimizer.name = "rmsprop"
+  with pytest.raises(ConfigError, match="config.optimizer.name='adam', not 'rmsprop'; resume "
+                                        "with the same settings or use a new --workdir"):
+    trainer._check_compatible(saved, c, pathlib.Path("w"))
+  del saved["optimizer"]["name"]  # a run saved before the key: Adam
+  with pytest.raises(ConfigError, match="config.optimizer.name='adam', not 'rmsprop'"):
+    trainer._check_compatible(saved, c, pathlib.Path("w"))
+  c.optimizer.name = "adam"
+  trainer._check_compatible(saved, c, pathlib.Path("w"))
+
+  c = toy.get_config("smoke")
+  saved = json.loads(c.to_json_best_effort())
+  del saved["optimizer"], saved["rms_decay"]
+  with ResumableRun(tmp_path, c, added_keys=mixture_benchmark.ADDED_KEYS) as run:
+    run._check_config(saved)
+    c.optimizer = "rmsprop"
+    run.config = json.loads(c.to_json_best_effort())
+    with pytest.raises(ConfigError, match="config.optimizer='adam', not 'rmsprop'; resume"):
+      run._check_config(saved)
 
 
 def test_toy_program_decays_and_refuses_to_stretch_a_decay_on_resume(tmp_path):

@@ -54,10 +54,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.minibatch = "none"  # D: none | stddev (ProGAN) | discrimination (Salimans et al.)
 
   c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # adam | rmsprop (the original WGAN's; uses rms_decay, not b1/b2)
   c.optimizer.g_lr = 2e-4
   c.optimizer.d_lr = 2e-4
   c.optimizer.b1 = 0.5
   c.optimizer.b2 = 0.999
+  c.optimizer.rms_decay = 0.99  # rmsprop only: PyTorch's RMSprop alpha
   c.optimizer.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
 
   c.data = ml_collections.ConfigDict()

@@ -41,10 +41,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.d_hidden = (200, 200, 200)
   c.d_maxout = 5
   c.init_std = 0.02  # N(0, std) weights as PacGAN; 0 = flax's LeCun normal
+  c.optimizer = "adam"  # adam | rmsprop (the original WGAN's; uses rms_decay, not b1/b2)
   c.g_lr = 1e-4
   c.d_lr = 1e-4
   c.b1 = 0.8
   c.b2 = 0.999
+  c.rms_decay = 0.99  # rmsprop only: PyTorch's RMSprop alpha
   c.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
   c.n_critic = 1
   c.minibatch_key = "own"  # or "step": runs made before the option (their indices share G's z bits)
