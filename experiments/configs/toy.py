@@ -20,7 +20,8 @@ samples of the GAN per step.
 import ml_collections
 
 
-# The best setting measured so far on both mixtures (docs/results.md, 40,000 steps, 3 seeds).
+# The best setting measured so far on both mixtures (docs/results.md, 40,000 steps, 3 seeds;
+# its ring reverse KL varies widely between seeds: rerun with another data order, 0.103 not 0.025).
 BEST = {"pack": 2, "ema_decay": 0.999, "lr_schedule": "linear"}
 
 
