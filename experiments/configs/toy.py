@@ -24,7 +24,8 @@ import ml_collections
 # The best setting measured so far on each mixture (docs/results.md). PacGAN2 + EMA + linear
 # decay: 40,000 steps, 3 seeds, both mixtures; its ring reverse KL varies widely between seeds
 # (0.009-0.204 over 10 seeds at 10k). R1 (gamma 1) balances the ring's modes in all 10 seeds
-# (reverse KL <= 0.004 at 10k); it has not been measured on the grid yet, so grid-best has none.
+# (reverse KL <= 0.004 at 10k); on the grid one 3-seed probe showed no clear gain, so grid-best
+# has none.
 _PAC2_EMA_DECAY = {"pack": 2, "ema_decay": 0.999, "lr_schedule": "linear"}
 BEST = {"ring": {**_PAC2_EMA_DECAY, "r1_gamma": 1.0}, "grid": _PAC2_EMA_DECAY}
 
