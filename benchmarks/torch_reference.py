@@ -6,7 +6,8 @@ D = Conv2d/BatchNorm/LeakyReLU with a final Sigmoid, BCELoss, Adam(2e-4,
 betas=(0.5, 0.999)); each iteration updates D on a real batch and on G(z)
 (detached), then G on D(G(z)) with the same G(z), as the example does.
 
-    python benchmarks/torch_reference.py [--batch=64] [--steps=5] [--device=cpu|cuda] [--compile]
+    python benchmarks/torch_reference.py [--batch=64] [--steps=5] [--repeats=1]
+                                         [--device=cpu|cuda] [--compile]
 
 prints one JSON line; `train_step.py` runs it in a subprocess beside jaxgan.
 Needs the optional `[bench]` extra (torch).
@@ -92,20 +93,28 @@ def make_iteration(netG, netD, batch: int, nz: int = 100, device: str = "cpu",
   return iteration
 
 
-def run(batch: int, steps: int, warmup: int = 2, device: str = "cpu", compile: bool = False,
-        threads: int = 0) -> dict:
-  """Times `steps` iterations after `warmup` ones; returns the figures as a dict."""
+def run(batch: int, steps: int, warmup: int = 3, device: str = "cpu", compile: bool = False,
+        threads: int = 0, repeats: int = 1) -> dict:
+  """Times `steps` iterations `repeats` times after `warmup` ones; returns the figures (the
+  median time) as a dict. On CUDA, cuDNN picks its fastest kernels (`cudnn.benchmark`), as
+  the example does."""
+  import statistics
+
   import torch
 
   if threads:
     torch.set_num_threads(threads)
+  if device.startswith("cuda"):
+    torch.backends.cudnn.benchmark = True
   torch.manual_seed(0)
   netG, netD = build()
   netG.to(device)
   netD.to(device)
-  iteration = make_iteration(netG, netD, batch, device=device)
   if compile:
-    iteration = torch.compile(iteration)
+    # The networks, as a user compiles them. Not the whole iteration: its backward passes
+    # break the graph, and err_fake's backward would free what err_g's needs from G(z).
+    netG, netD = torch.compile(netG), torch.compile(netD)
+  iteration = make_iteration(netG, netD, batch, device=device)
   real = torch.rand(batch, 3, 64, 64, device=device) * 2 - 1
   sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
   t = time.perf_counter()
@@ -113,17 +122,21 @@ def run(batch: int, steps: int, warmup: int = 2, device: str = "cpu", compile: b
     iteration(real)
   sync()
   first_s = time.perf_counter() - t
-  t = time.perf_counter()
-  for _ in range(steps):
-    losses = iteration(real)
-  sync()
-  step_s = (time.perf_counter() - t) / steps
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(steps):
+      losses = iteration(real)
+    sync()
+    times.append((time.perf_counter() - t) / steps)
+  step_s = statistics.median(times)
   if device.startswith("cuda"):
     peak = torch.cuda.max_memory_allocated()
   else:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return {"framework": "torch.compile" if compile else "torch eager",
-          "version": torch.__version__, "device": device, "batch": batch,
+          "version": torch.__version__, "batch": batch,
+          "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
           "threads": torch.get_num_threads(), "warmup_s": first_s, "step_s": step_s,
           "it_per_s": 1 / step_s, "img_per_s": batch / step_s, "peak_bytes": peak,
           "finite": bool(all(torch.isfinite(v).item() for v in losses))}
@@ -133,9 +146,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--warmup", type=int, default=3,
+                      help="untimed iterations first (torch.compile compiles in them)")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="report the median of this many timings")
   parser.add_argument("--device", default="cpu")
-  parser.add_argument("--compile", action="store_true", help="torch.compile the iteration")
+  parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
   parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
   args = parser.parse_args()
   try:
@@ -143,7 +159,7 @@ def main():
   except ImportError:
     raise SystemExit("torch_reference.py needs PyTorch: pip install -e '.[bench]'")
   print(json.dumps(run(args.batch, args.steps, args.warmup, args.device, args.compile,
-                       args.threads)))
+                       args.threads, args.repeats)))
 
 
 if __name__ == "__main__":

@@ -89,11 +89,14 @@ def jaxgan_worker(args) -> dict:
   compile_s = time.perf_counter() - t
   state, metrics = compiled(state, batch, rng)  # warm-up
   jax.block_until_ready(metrics)
-  t = time.perf_counter()
-  for _ in range(args.steps):
-    state, metrics = compiled(state, batch, rng)
-  jax.block_until_ready((state, metrics))
-  step_s = (time.perf_counter() - t) / args.steps
+  times = []
+  for _ in range(args.repeats):
+    t = time.perf_counter()
+    for _ in range(args.steps):
+      state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - t) / args.steps)
+  step_s = float(np.median(times))
   device = jax.devices()[0]
   stats = device.memory_stats() if device.platform != "cpu" else None
   peak = (stats or {}).get("peak_bytes_in_use") or (
@@ -104,8 +107,13 @@ def jaxgan_worker(args) -> dict:
           "peak_bytes": int(peak), "finite": bool(np.isfinite(float(metrics["g_loss"])))}
 
 
-def run_worker(argv: list[str]) -> dict | None:
-  proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+def run_worker(argv: list[str], timeout: float | None = None) -> dict | None:
+  try:
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                          timeout=timeout)
+  except subprocess.TimeoutExpired:
+    print(f"  {' '.join(argv[:2])}: no result within {timeout:.0f} s", file=sys.stderr)
+    return None
   lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
   if proc.returncode or not lines:
     tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -122,6 +130,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", default="64,128")
   parser.add_argument("--steps", type=int, default=5, help="timed iterations (after warm-up)")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="time --steps iterations this many times; report the median")
+  parser.add_argument("--worker_timeout", type=float, default=0,
+                      help="give up on a measurement after this many seconds (0: never)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="jaxgan's compute dtype")
   parser.add_argument("--upsample", default="auto")
@@ -143,23 +155,25 @@ def main():
     print(json.dumps(jaxgan_worker(args)))
     return
 
-  common = [f"--steps={args.steps}", f"--dtype={args.dtype}", f"--upsample={args.upsample}",
-            f"--conv_impl={args.conv_impl}", f"--reuse_fake={args.reuse_fake}"]
+  timeout = args.worker_timeout or None
+  common = [f"--steps={args.steps}", f"--repeats={args.repeats}", f"--dtype={args.dtype}",
+            f"--upsample={args.upsample}", f"--conv_impl={args.conv_impl}",
+            f"--reuse_fake={args.reuse_fake}"]
   torch_ok = not args.no_torch and have_torch()
   if not torch_ok and not args.no_torch:
     print("PyTorch is not installed (pip install -e '.[bench]'): measuring jaxgan only",
           file=sys.stderr)
   rows = []
   for batch in [int(b) for b in args.batches.split(",")]:
-    row = run_worker([__file__, "--worker=jaxgan", f"--batch={batch}", *common])
+    row = run_worker([__file__, "--worker=jaxgan", f"--batch={batch}", *common], timeout)
     if row:
       rows.append(row)
     device = "cuda" if row and row["platform"] == "gpu" else "cpu"
     if torch_ok:
       ref = [os.path.join(HERE, "torch_reference.py"), f"--batch={batch}",
-             f"--steps={args.steps}", f"--device={device}"]
+             f"--steps={args.steps}", f"--repeats={args.repeats}", f"--device={device}"]
       for extra in ([[]] + ([["--compile"]] if args.torch_compile else [])):
-        r = run_worker(ref + extra)
+        r = run_worker(ref + extra, timeout)
         if r:
           rows.append(r)
   cache_rows = []
@@ -167,7 +181,7 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
       for label in ("cold cache", "warm cache"):
         r = run_worker([__file__, "--worker=jaxgan", f"--batch={args.batches.split(',')[0]}",
-                        f"--cache_dir={cache}", *common, "--steps=1"])
+                        f"--cache_dir={cache}", *common, "--steps=1", "--repeats=1"], timeout)
         if r:
           cache_rows.append((label, r["compile_s"]))
 

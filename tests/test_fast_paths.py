@@ -69,6 +69,16 @@ def test_auto_paths_follow_the_backend_and_size():
   assert layers.resolve_conv_impl("xla") == "xla"
   with pytest.raises(ValueError, match="unknown conv impl 'fast'"):
     layers.resolve_conv_impl("fast")
+  # Upsampling: the phase form on CPU and for float32 on GPU, the backend's own otherwise.
+  resolve = layers.resolve_upsample_impl
+  assert resolve("auto", jnp.float32) == resolve("auto", jnp.float32, jax.default_backend())
+  assert [resolve("auto", dt, "cpu") for dt in (jnp.float32, jnp.bfloat16)] == ["phase"] * 2
+  assert [resolve("auto", dt, "gpu") for dt in (jnp.float32, jnp.bfloat16, jnp.float16)] == [
+      "phase", "transpose", "transpose"]
+  assert resolve("auto", jnp.float32, "tpu") == "transpose"
+  assert resolve("subpixel", jnp.float32, "gpu") == "subpixel"
+  with pytest.raises(ValueError, match="unknown upsample impl 'fast'"):
+    resolve("fast", jnp.float32)
 
 
 def test_reuse_fake_updates_g_through_the_d_updates_forward_pass():

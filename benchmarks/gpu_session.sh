@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Everything this project measures on a GPU, in one call that ends by a deadline:
+#   1. issue 8: the DCGAN-64 train step, jaxgan beside PyTorch eager and torch.compile
+#      (batches 64 and 128, float32), jaxgan in bfloat16, and the upsampling path that
+#      `auto` does not pick for each dtype (transpose in float32, phase in bfloat16);
+#   2. issue 7: the 2-D mixture benchmark's best settings (ring-best and grid-best, 10 seeds,
+#      run side by side), for the longest of 400k/200k/100k/50k/20k steps that a short probe
+#      says fits in the time left.
+#
+#   OUT=results DEADLINE_S=560 bash benchmarks/gpu_session.sh
+#
+# Run from the repository root. Writes OUT/env.txt, OUT/bench.log, OUT/toy.log as it goes and
+# OUT/results.tar.gz (the benchmark's JSON rows, the toy runs' metrics and results) at the end.
+# If .whl/ holds wheels (ml_collections, say), they are installed into /tmp/site first.
+# Overrides for a dry run on a CPU: BENCH_STEPS, BENCH_REPEATS, PROBE_STEPS, TOY_FLAGS,
+# TOY_CANDIDATES (the step counts to choose from, longest first).
+set -u
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+BUDGET=${DEADLINE_S:-560}
+BENCH_STEPS=${BENCH_STEPS:-100}
+BENCH_REPEATS=${BENCH_REPEATS:-5}
+PROBE_STEPS=${PROBE_STEPS:-10000}
+TOY_FLAGS=${TOY_FLAGS:-}
+WORK=$(mktemp -d)
+start=$SECONDS
+left() { echo $((BUDGET - (SECONDS - start))); }
+cap() { local l; l=$(left); echo $(($1 < l ? $1 : l)); }  # min(the phase's cap, time left)
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+PY=${PYTHON:-python3}
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+{
+  date -u; git rev-parse HEAD 2>/dev/null; nvidia-smi 2>&1 | head -20
+  $PY -c "import sys, jax, flax, optax; print(sys.version); print('jax', jax.__version__, \
+'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+  $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
+  nproc
+} >"$OUT/env.txt" 2>&1
+
+# 1. The train step (issue 8). Each invocation prints its own table; failures go on.
+bench() {  # cap_s name args...
+  local c=$1 name=$2
+  shift 2
+  echo "== $name ($(left) s left)" >>"$OUT/bench.log"
+  timeout "$(cap "$c")" $PY benchmarks/train_step.py --steps="$BENCH_STEPS" \
+    --repeats="$BENCH_REPEATS" --json="$WORK/bench_$name.json" "$@" >>"$OUT/bench.log" 2>&1 ||
+    echo "   $name: exit $?" >>"$OUT/bench.log"
+}
+bench 180 f32_b64 --batches=64 --torch_compile --worker_timeout=150
+bench 180 f32_b128 --batches=128 --torch_compile --worker_timeout=150
+bench 70 bf16 --batches=64,128 --dtype=bfloat16 --no_torch --worker_timeout=60
+bench 40 transpose_b64 --batches=64 --upsample=transpose --no_torch --worker_timeout=35
+bench 70 phase_bf16 --batches=64,128 --upsample=phase --dtype=bfloat16 --no_torch --worker_timeout=60
+
+# 2. The 2-D mixture benchmark (issue 7): probe the speed of both runs side by side.
+toy() {  # seconds variant workdir extra-flags...: one run, stopped after `seconds`
+  local t=$1 variant=$2 dir=$3
+  shift 3
+  # shellcheck disable=SC2086  # TOY_FLAGS holds several flags
+  timeout "$t" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 $PY -m experiments.toy \
+    --config=experiments/configs/toy.py:"$variant" --workdir="$dir" $TOY_FLAGS "$@"
+}
+half=$((PROBE_STEPS / 2))
+echo "== probe: $PROBE_STEPS steps, ring-best and grid-best side by side ($(left) s left)" \
+  >>"$OUT/toy.log"
+for m in ring grid; do
+  toy "$(cap 120)" "$m-best" "$WORK/probe_$m" --config.num_steps="$PROBE_STEPS" \
+    --config.eval_every="$half" >>"$OUT/toy.log" 2>&1 &
+done
+wait
+plan=$($PY - "$WORK" "$half" "$(left)" "${TOY_CANDIDATES:-400000 200000 100000 50000 20000}" \
+  <<'EOF'
+import json, pathlib, sys
+work, half, left = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+per_step, first = 0.0, 0.0
+for m in ("ring", "grid"):
+  rows = [json.loads(l) for l in (work / f"probe_{m}" / "metrics.jsonl").read_text().splitlines()]
+  step_s = (rows[1]["seconds"] - rows[0]["seconds"]) / half
+  per_step, first = max(per_step, step_s), max(first, rows[0]["seconds"] - half * step_s)
+fits = [n for n in map(int, sys.argv[4].split()) if n * per_step * 1.1 + first + 40 < left]
+print(fits[0] if fits else 0, f"{per_step * 1e3:.3f}", f"{first:.1f}")
+EOF
+) || plan="0 ? ?"
+read -r steps ms_per_step first_s <<<"$plan"
+echo "== side by side: $ms_per_step ms/step, $first_s s before the first; chosen: $steps steps" \
+  >>"$OUT/toy.log"
+if [ "$steps" -gt 0 ]; then
+  every=$((steps >= 100000 ? 20000 : steps / 5))
+  for m in ring grid; do
+    toy "$(($(left) - 15))" "$m-best" "$WORK/toy_$m" --config.num_steps="$steps" \
+      --config.eval_every="$every" >>"$OUT/toy.log" 2>&1 &
+  done
+  wait
+fi
+
+mkdir -p "$WORK/pack"
+cp "$WORK"/bench_*.json "$WORK/pack/" 2>/dev/null
+for d in "$WORK"/probe_* "$WORK"/toy_*; do
+  [ -d "$d" ] || continue
+  n=$(basename "$d")
+  for f in metrics.jsonl results.json samples_seed0.png; do
+    [ -f "$d/$f" ] && cp "$d/$f" "$WORK/pack/${n}_$f"
+  done
+done
+tar -czf "$OUT/results.tar.gz" -C "$WORK/pack" .
+echo "done in $((SECONDS - start)) s" >>"$OUT/toy.log"
+tail -n 40 "$OUT/bench.log" | grep -E "^(jaxgan|torch|==|DCGAN|   )" || true
+grep -E "^==|modes|done in" "$OUT/toy.log" | tail -n 12
