@@ -13,7 +13,7 @@ import pytest
 from jaxgan import mixture_benchmark, optimizers, trainer
 from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError
-from jaxgan.train import optimizers_from_config
+from jaxgan.train import optimizers_from_config, train_step
 
 
 def test_schedules_start_at_the_peak_and_reach_zero_at_the_end():
@@ -180,3 +180,27 @@ def test_celeba_config_checks_the_schedule_and_its_resume():
   c.optimizer.lr_schedule = "constant"
   plain = trainer.create_state_from_config(c, jax.random.key(0))
   assert len(optax.tree_utils.tree_get_all_with_path(plain.d_opt_state, "count")) == 1
+
+
+def test_celeba_wgan_preset_is_the_original_wgan_and_trains():
+  """`celeba.py:wgan`: Wasserstein loss, clipping at 0.01, 5 critic updates of 64 images
+  per G update, RMSProp 5e-5; with `smoke` it trains and keeps D's weights clipped."""
+  from experiments.configs import celeba
+  c = celeba.get_config("wgan")
+  assert (c.loss, c.weight_clip, c.n_critic, c.batch_size) == ("wasserstein", 0.01, 5, 320)
+  assert (c.optimizer.name, c.optimizer.g_lr, c.optimizer.d_lr) == ("rmsprop", 5e-5, 5e-5)
+  assert celeba.get_config("smoke,wgan") == celeba.get_config("wgan,smoke")
+  with pytest.raises(ValueError, match="unknown config variant 'wgan-gp'; use celeba.py, "):
+    celeba.get_config("smoke,wgan-gp")
+
+  c = celeba.get_config("smoke,wgan")
+  trainer.validate_config(c)
+  state = trainer.create_state_from_config(c, jax.random.key(0))
+  assert optax.tree_utils.tree_get(state.d_opt_state, "nu") is not None  # RMSProp's state
+  images = jax.random.uniform(jax.random.key(1), (c.batch_size, 32, 32, 3), minval=-1, maxval=1)
+  step = jax.jit(train_step)
+  for i in range(2):
+    state, metrics = step(state, {"image": images}, jax.random.key(2 + i))
+  assert np.isfinite(float(metrics["d_loss"])) and int(state.step) == 2
+  d_leaves = jax.tree.leaves(state.d_params)
+  assert max(float(jnp.abs(leaf).max()) for leaf in d_leaves) <= 0.01 + 1e-7

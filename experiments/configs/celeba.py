@@ -1,9 +1,13 @@
 """DCGAN on CelebA 64x64 (Radford et al. 2016, as in pytorch/examples' dcgan).
 
-    python -m experiments.celeba --workdir=DIR --config=experiments/configs/celeba.py[:smoke]
+    python -m experiments.celeba --workdir=DIR --config=experiments/configs/celeba.py[:VARIANTS]
 
-`:smoke` is tiny (32x32, widths 8, 6 steps) on synthetic images: it runs
-offline on a fresh machine in well under a minute.
+VARIANTS is one or more of these, joined by commas (`:smoke,wgan`):
+  smoke  tiny (32x32, widths 8, 6 steps) on synthetic images: it runs offline on a
+         fresh machine in well under a minute.
+  wgan   the original WGAN (Arjovsky et al. 2017) on the DCGAN: Wasserstein loss, D's
+         weights clipped to [-0.01, 0.01], 5 critic updates per G update on batches of
+         64 (16 with smoke) each, RMSProp at 5e-5 for both networks.
 """
 
 import ml_collections
@@ -45,8 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.channels = 3
   c.model.ngf = 64
   c.model.ndf = 64
-  # How G's transposed convolutions run: auto (phase on CPU, transpose elsewhere) | phase |
-  # subpixel | transpose; all have the same parameters and outputs.
+  # How G's transposed convolutions run: auto (phase on CPU and for float32 on GPU, else
+  # transpose) | phase | subpixel | transpose; all have the same parameters and outputs.
   c.model.upsample = "auto"
   c.model.conv_impl = "auto"  # auto (tap_matmul on CPU, xla elsewhere) | xla | tap_matmul
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params/optimizer stay float32)
@@ -93,7 +97,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 0
   c.eval = evaluation.default_config()
 
-  if arg == "smoke":
+  variants = [v for v in (arg or "").split(",") if v]
+  unknown = sorted(set(variants) - {"smoke", "wgan"})
+  if unknown:
+    raise ValueError(f"unknown config variant {unknown[0]!r}; use celeba.py, celeba.py:smoke, "
+                     "celeba.py:wgan or celeba.py:smoke,wgan")
+  if "smoke" in variants:
     c.batch_size = 16
     c.num_steps = 6
     c.model.image_size = 32
@@ -107,6 +116,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample_every = 3
     c.checkpoint_every = 3
     c.keep_checkpoints = 2
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use celeba.py or celeba.py:smoke")
+  if "wgan" in variants:
+    c.loss = "wasserstein"
+    c.weight_clip = 0.01
+    c.n_critic = 5
+    c.batch_size = c.n_critic * (16 if "smoke" in variants else 64)  # split over the updates
+    if "smoke" in variants:
+      c.data.num_examples *= c.n_critic  # as many batches as without wgan
+    c.optimizer.name = "rmsprop"
+    c.optimizer.g_lr = c.optimizer.d_lr = 5e-5
   return c
