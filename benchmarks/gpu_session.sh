@@ -12,8 +12,10 @@
 # Run from the repository root. Writes OUT/env.txt, OUT/bench.log, OUT/toy.log as it goes and
 # OUT/results.tar.gz (the benchmark's JSON rows, the toy runs' metrics and results) at the end.
 # If .whl/ holds wheels (ml_collections, say), they are installed into /tmp/site first.
-# Overrides for a dry run on a CPU: BENCH_STEPS, BENCH_REPEATS, PROBE_STEPS, TOY_FLAGS,
-# TOY_CANDIDATES (the step counts to choose from, longest first).
+# PARTS=bench,toy chooses the parts; TOY_RUNS the toy.py variants (default "ring-best
+# grid-best"), TOY_FLAGS flags for all of them (e.g. "--config.pack=4"), TOY_CANDIDATES the
+# step counts to choose from (longest first). For a dry run on a CPU: BENCH_STEPS,
+# BENCH_REPEATS, PROBE_STEPS.
 set -u
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -22,6 +24,8 @@ BENCH_STEPS=${BENCH_STEPS:-100}
 BENCH_REPEATS=${BENCH_REPEATS:-5}
 PROBE_STEPS=${PROBE_STEPS:-10000}
 TOY_FLAGS=${TOY_FLAGS:-}
+TOY_RUNS=${TOY_RUNS:-ring-best grid-best}  # toy.py variants, run side by side
+PARTS=${PARTS:-bench,toy}
 WORK=$(mktemp -d)
 start=$SECONDS
 left() { echo $((BUDGET - (SECONDS - start))); }
@@ -42,7 +46,8 @@ fi
 } >"$OUT/env.txt" 2>&1
 
 # 1. The train step (issue 8). Each invocation prints its own table; failures go on.
-bench() {  # cap_s name args...
+bench() {
+  [[ ,$PARTS, == *,bench,* ]] || return 0  # cap_s name args...
   local c=$1 name=$2
   shift 2
   echo "== $name ($(left) s left)" >>"$OUT/bench.log"
@@ -50,8 +55,10 @@ bench() {  # cap_s name args...
     --repeats="$BENCH_REPEATS" --json="$WORK/bench_$name.json" "$@" >>"$OUT/bench.log" 2>&1 ||
     echo "   $name: exit $?" >>"$OUT/bench.log"
 }
-bench 180 f32_b64 --batches=64 --torch_compile --worker_timeout=150
-bench 180 f32_b128 --batches=128 --torch_compile --worker_timeout=150
+bench 240 f32_b64 --batches=64 --torch_compile --torch_compile_modes=default,reduce-overhead \
+  --worker_timeout=150
+bench 240 f32_b128 --batches=128 --torch_compile --torch_compile_modes=default,reduce-overhead \
+  --worker_timeout=150
 bench 70 bf16 --batches=64,128 --dtype=bfloat16 --no_torch --worker_timeout=60
 bench 40 transpose_b64 --batches=64 --upsample=transpose --no_torch --worker_timeout=35
 bench 70 phase_bf16 --batches=64,128 --upsample=phase --dtype=bfloat16 --no_torch --worker_timeout=60
@@ -65,20 +72,23 @@ toy() {  # seconds variant workdir extra-flags...: one run, stopped after `secon
     --config=experiments/configs/toy.py:"$variant" --workdir="$dir" $TOY_FLAGS "$@"
 }
 half=$((PROBE_STEPS / 2))
-echo "== probe: $PROBE_STEPS steps, ring-best and grid-best side by side ($(left) s left)" \
+[[ ,$PARTS, == *,toy,* ]] || TOY_RUNS=""
+[ -n "$TOY_RUNS" ] && echo "== probe: $PROBE_STEPS steps of $TOY_RUNS side by side ($(left) s left)" \
   >>"$OUT/toy.log"
-for m in ring grid; do
-  toy "$(cap 120)" "$m-best" "$WORK/probe_$m" --config.num_steps="$PROBE_STEPS" \
+for v in $TOY_RUNS; do
+  toy "$(cap 120)" "$v" "$WORK/probe_$v" --config.num_steps="$PROBE_STEPS" \
     --config.eval_every="$half" >>"$OUT/toy.log" 2>&1 &
 done
 wait
 plan=$($PY - "$WORK" "$half" "$(left)" "${TOY_CANDIDATES:-400000 200000 100000 50000 20000}" \
-  <<'EOF'
+  $TOY_RUNS <<'EOF'
 import json, pathlib, sys
 work, half, left = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 per_step, first = 0.0, 0.0
-for m in ("ring", "grid"):
-  rows = [json.loads(l) for l in (work / f"probe_{m}" / "metrics.jsonl").read_text().splitlines()]
+if len(sys.argv) < 6:
+  sys.exit("no toy runs")
+for v in sys.argv[5:]:
+  rows = [json.loads(l) for l in (work / f"probe_{v}" / "metrics.jsonl").read_text().splitlines()]
   step_s = (rows[1]["seconds"] - rows[0]["seconds"]) / half
   per_step, first = max(per_step, step_s), max(first, rows[0]["seconds"] - half * step_s)
 fits = [n for n in map(int, sys.argv[4].split()) if n * per_step * 1.1 + first + 40 < left]
@@ -86,12 +96,12 @@ print(fits[0] if fits else 0, f"{per_step * 1e3:.3f}", f"{first:.1f}")
 EOF
 ) || plan="0 ? ?"
 read -r steps ms_per_step first_s <<<"$plan"
-echo "== side by side: $ms_per_step ms/step, $first_s s before the first; chosen: $steps steps" \
-  >>"$OUT/toy.log"
+[ -n "$TOY_RUNS" ] && echo "== side by side: $ms_per_step ms/step, $first_s s before the first; \
+chosen: $steps steps" >>"$OUT/toy.log"
 if [ "$steps" -gt 0 ]; then
   every=$((steps >= 100000 ? 20000 : steps / 5))
-  for m in ring grid; do
-    toy "$(($(left) - 15))" "$m-best" "$WORK/toy_$m" --config.num_steps="$steps" \
+  for v in $TOY_RUNS; do
+    toy "$(($(left) - 15))" "$v" "$WORK/toy_$v" --config.num_steps="$steps" \
       --config.eval_every="$every" >>"$OUT/toy.log" 2>&1 &
   done
   wait

@@ -7,7 +7,7 @@ betas=(0.5, 0.999)); each iteration updates D on a real batch and on G(z)
 (detached), then G on D(G(z)) with the same G(z), as the example does.
 
     python benchmarks/torch_reference.py [--batch=64] [--steps=5] [--repeats=1]
-                                         [--device=cpu|cuda] [--compile]
+                                         [--device=cpu|cuda] [--compile [--compile_mode=M]]
 
 prints one JSON line; `train_step.py` runs it in a subprocess beside jaxgan.
 Needs the optional `[bench]` extra (torch).
@@ -94,7 +94,7 @@ def make_iteration(netG, netD, batch: int, nz: int = 100, device: str = "cpu",
 
 
 def run(batch: int, steps: int, warmup: int = 3, device: str = "cpu", compile: bool = False,
-        threads: int = 0, repeats: int = 1) -> dict:
+        threads: int = 0, repeats: int = 1, compile_mode: str = "default") -> dict:
   """Times `steps` iterations `repeats` times after `warmup` ones; returns the figures (the
   median time) as a dict. On CUDA, cuDNN picks its fastest kernels (`cudnn.benchmark`), as
   the example does."""
@@ -113,7 +113,7 @@ def run(batch: int, steps: int, warmup: int = 3, device: str = "cpu", compile: b
   if compile:
     # The networks, as a user compiles them. Not the whole iteration: its backward passes
     # break the graph, and err_fake's backward would free what err_g's needs from G(z).
-    netG, netD = torch.compile(netG), torch.compile(netD)
+    netG, netD = (torch.compile(net, mode=compile_mode) for net in (netG, netD))
   iteration = make_iteration(netG, netD, batch, device=device)
   real = torch.rand(batch, 3, 64, 64, device=device) * 2 - 1
   sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -134,7 +134,10 @@ def run(batch: int, steps: int, warmup: int = 3, device: str = "cpu", compile: b
     peak = torch.cuda.max_memory_allocated()
   else:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  return {"framework": "torch.compile" if compile else "torch eager",
+  name = "torch eager"
+  if compile:
+    name = "torch.compile" + (f" {compile_mode}" if compile_mode != "default" else "")
+  return {"framework": name,
           "version": torch.__version__, "batch": batch,
           "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
           "threads": torch.get_num_threads(), "warmup_s": first_s, "step_s": step_s,
@@ -152,6 +155,8 @@ def main():
                       help="report the median of this many timings")
   parser.add_argument("--device", default="cpu")
   parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
+  parser.add_argument("--compile_mode", default="default",
+                      help="torch.compile's mode: default | reduce-overhead | max-autotune | ...")
   parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
   args = parser.parse_args()
   try:
@@ -159,7 +164,7 @@ def main():
   except ImportError:
     raise SystemExit("torch_reference.py needs PyTorch: pip install -e '.[bench]'")
   print(json.dumps(run(args.batch, args.steps, args.warmup, args.device, args.compile,
-                       args.threads, args.repeats)))
+                       args.threads, args.repeats, args.compile_mode)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """DCGAN-64 train step, jaxgan beside PyTorch, in one invocation on the same machine.
 
     python benchmarks/train_step.py [--batches=64,128] [--steps=5] [--torch_compile]
+                                    [--torch_compile_modes=default,reduce-overhead]
                                     [--dtype=float32|bfloat16] [--compile_cache]
 
 The network is the classic DCGAN at 64x64 (nz 100, ngf = ndf = 64; G 3.58M and
@@ -141,6 +142,9 @@ def main():
   parser.add_argument("--reuse_fake", type=lambda s: s.lower() in ("1", "true", "yes"),
                       default=True, help="the PyTorch example's algorithm (default true)")
   parser.add_argument("--torch_compile", action="store_true", help="also time torch.compile")
+  parser.add_argument("--torch_compile_modes", default="default",
+                      help="with --torch_compile: its modes to time, comma-separated "
+                           "(default, reduce-overhead, max-autotune, ...)")
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--compile_cache", action="store_true",
                       help="also time a compile that hits a persistent compilation cache")
@@ -172,7 +176,8 @@ def main():
     if torch_ok:
       ref = [os.path.join(HERE, "torch_reference.py"), f"--batch={batch}",
              f"--steps={args.steps}", f"--repeats={args.repeats}", f"--device={device}"]
-      for extra in ([[]] + ([["--compile"]] if args.torch_compile else [])):
+      modes = args.torch_compile_modes.split(",") if args.torch_compile else []
+      for extra in [[]] + [["--compile", f"--compile_mode={mode}"] for mode in modes]:
         r = run_worker(ref + extra, timeout)
         if r:
           rows.append(r)
