@@ -76,8 +76,7 @@ def resolve_upsample_impl(impl: str, dtype, backend: str | None = None) -> str:
   if impl != "auto":
     return impl
   backend = backend or jax.default_backend()
-  if backend == "cpu" or (backend in ("gpu", "cuda", "rocm")
-                          and jnp.dtype(dtype).itemsize >= 4):
+  if backend == "cpu" or (backend == "gpu" and jnp.dtype(dtype).itemsize >= 4):
     return "phase"
   return "transpose"
 
