@@ -13,9 +13,9 @@
 # OUT/results.tar.gz (the benchmark's JSON rows, the toy runs' metrics and results) at the end.
 # If .whl/ holds wheels (ml_collections, say), they are installed into /tmp/site first.
 # PARTS=bench,toy chooses the parts; TOY_RUNS the toy.py variants (default "ring-best
-# grid-best"), TOY_FLAGS flags for all of them (e.g. "--config.pack=4"), TOY_CANDIDATES the
-# step counts to choose from (longest first). For a dry run on a CPU: BENCH_STEPS,
-# BENCH_REPEATS, PROBE_STEPS.
+# grid-best"; "grid-best+d_lr=4e-4" adds --config.d_lr=4e-4 to that run), TOY_FLAGS flags for
+# all of them (e.g. "--config.pack=4"), TOY_CANDIDATES the step counts to choose from (longest
+# first). For a dry run on a CPU: BENCH_STEPS, BENCH_REPEATS, PROBE_STEPS.
 set -u
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -64,12 +64,17 @@ bench 40 transpose_b64 --batches=64 --upsample=transpose --no_torch --worker_tim
 bench 70 phase_bf16 --batches=64,128 --upsample=phase --dtype=bfloat16 --no_torch --worker_timeout=60
 
 # 2. The 2-D mixture benchmark (issue 7): probe the speed of both runs side by side.
-toy() {  # seconds variant workdir extra-flags...: one run, stopped after `seconds`
-  local t=$1 variant=$2 dir=$3
+toy() {  # seconds run workdir extra-flags...: one run, stopped after `seconds`
+  local t=$1 run=$2 dir=$3 pairs=() flags=() kv
   shift 3
+  if [[ $run == *+* ]]; then  # variant+key=value+...: config overrides of this run only
+    IFS=+ read -ra pairs <<<"${run#*+}"
+    for kv in "${pairs[@]}"; do flags+=("--config.$kv"); done
+  fi
   # shellcheck disable=SC2086  # TOY_FLAGS holds several flags
   timeout "$t" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 $PY -m experiments.toy \
-    --config=experiments/configs/toy.py:"$variant" --workdir="$dir" $TOY_FLAGS "$@"
+    --config=experiments/configs/toy.py:"${run%%+*}" --workdir="$dir" $TOY_FLAGS \
+    "${flags[@]}" "$@"
 }
 half=$((PROBE_STEPS / 2))
 [[ ,$PARTS, == *,toy,* ]] || TOY_RUNS=""
