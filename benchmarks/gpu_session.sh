@@ -46,8 +46,8 @@ fi
 } >"$OUT/env.txt" 2>&1
 
 # 1. The train step (issue 8). Each invocation prints its own table; failures go on.
-bench() {
-  [[ ,$PARTS, == *,bench,* ]] || return 0  # cap_s name args...
+bench() {  # cap_s name args...
+  [[ ,$PARTS, == *,bench,* ]] || return 0
   local c=$1 name=$2
   shift 2
   echo "== $name ($(left) s left)" >>"$OUT/bench.log"

@@ -197,6 +197,7 @@ def test_celeba_wgan_preset_is_the_original_wgan_and_trains():
   trainer.validate_config(c)
   state = trainer.create_state_from_config(c, jax.random.key(0))
   assert optax.tree_utils.tree_get(state.d_opt_state, "nu") is not None  # RMSProp's state
+  assert optax.tree_utils.tree_get(state.d_opt_state, "mu") is None  # no Adam momentum
   images = jax.random.uniform(jax.random.key(1), (c.batch_size, 32, 32, 3), minval=-1, maxval=1)
   step = jax.jit(train_step)
   for i in range(2):
