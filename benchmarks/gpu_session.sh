@@ -3,9 +3,11 @@
 #   1. issue 8: the DCGAN-64 train step, jaxgan beside PyTorch eager and torch.compile
 #      (batches 64 and 128, float32), jaxgan in bfloat16, and the upsampling path that
 #      `auto` does not pick for each dtype (transpose in float32, phase in bfloat16);
-#   2. issue 7: the 2-D mixture benchmark's best settings (ring-best and grid-best, 10 seeds,
+#   3. issue 7: the 2-D mixture benchmark's best settings (ring-best and grid-best, 10 seeds,
 #      run side by side), for the longest of 400k/200k/100k/50k/20k steps that a short probe
-#      says fits in the time left.
+#      says fits in the time left;
+#   2. issue 7: Stacked MNIST at the full protocol (PARTS=stacked, before the toy runs): the
+#      MNIST classifier, then DCGAN and PacDCGAN2 side by side, each stopped by STACKED_CAP_S.
 #
 #   OUT=results DEADLINE_S=560 bash benchmarks/gpu_session.sh
 #
@@ -16,6 +18,12 @@
 # grid-best"; "grid-best+d_lr=4e-4" adds --config.d_lr=4e-4 to that run), TOY_FLAGS flags for
 # all of them (e.g. "--config.pack=4"), TOY_CANDIDATES the step counts to choose from (longest
 # first). For a dry run on a CPU: BENCH_STEPS, BENCH_REPEATS, PROBE_STEPS.
+# Stacked MNIST reads MNIST_DIR (default .mnist): the device gets no ../shared, so link it and
+# carry the four files (the link is ignored, nothing is copied into the repository):
+#   ln -s ../shared/data/mnist .mnist && echo /.mnist >> .git/info/exclude
+#   carry: .mnist/train-images-idx3-ubyte.gz .mnist/train-labels-idx1-ubyte.gz (and t10k-*)
+# STACKED_PACKS (default "1 2") and STACKED_FLAGS (for all runs) choose the runs;
+# CLASSIFIER_FLAGS go to the classifier (a dry run: its and the runs' --config=...:smoke).
 set -u
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -63,7 +71,34 @@ bench 70 bf16 --batches=64,128 --dtype=bfloat16 --no_torch --worker_timeout=60
 bench 40 transpose_b64 --batches=64 --upsample=transpose --no_torch --worker_timeout=35
 bench 70 phase_bf16 --batches=64,128 --upsample=phase --dtype=bfloat16 --no_torch --worker_timeout=60
 
-# 2. The 2-D mixture benchmark (issue 7): probe the speed of both runs side by side.
+# 2. Stacked MNIST (issue 7), before the toy runs, which take whatever time is left.
+stacked() {
+  [[ ,$PARTS, == *,stacked,* ]] || return 0
+  local mnist=${MNIST_DIR:-.mnist} p
+  if ! compgen -G "$mnist/train-images*" >/dev/null; then
+    echo "== stacked: no MNIST in $mnist (see the header); skipped" >>"$OUT/stacked.log"
+    return 0
+  fi
+  echo "== classifier ($(left) s left)" >>"$OUT/stacked.log"
+  # shellcheck disable=SC2086  # the extra flags come first: they may name the --config file
+  timeout "$(cap 150)" $PY -m experiments.mnist_classifier ${CLASSIFIER_FLAGS:-} \
+    --workdir="$WORK/classifier" --config.data_dir="$mnist" >>"$OUT/stacked.log" 2>&1 ||
+    { echo "   classifier: exit $?" >>"$OUT/stacked.log"; return 0; }
+  cp "$WORK/classifier/metrics.json" "$WORK/pack_classifier_metrics.json" 2>/dev/null
+  echo "== stacked MNIST, packs ${STACKED_PACKS:-1 2} side by side ($(left) s left)" \
+    >>"$OUT/stacked.log"
+  for p in ${STACKED_PACKS:-1 2}; do
+    # shellcheck disable=SC2086  # as above
+    timeout "$(cap "${STACKED_CAP_S:-240}")" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.3 \
+      $PY -m experiments.stacked_mnist ${STACKED_FLAGS:-} --workdir="$WORK/stacked_pac$p" \
+      --config.pack="$p" --config.classifier_dir="$WORK/classifier" --config.data_dir="$mnist" \
+      >>"$OUT/stacked.log" 2>&1 &
+  done
+  wait
+}
+stacked
+
+# 3. The 2-D mixture benchmark (issue 7): probe the speed of both runs side by side.
 toy() {  # seconds run workdir extra-flags...: one run, stopped after `seconds`
   local t=$1 run=$2 dir=$3 pairs=() flags=() kv
   shift 3
@@ -86,7 +121,7 @@ for v in $TOY_RUNS; do
 done
 wait
 plan=$($PY - "$WORK" "$half" "$(left)" "${TOY_CANDIDATES:-400000 200000 100000 50000 20000}" \
-  $TOY_RUNS <<'EOF'
+  $TOY_RUNS 2>>"$OUT/toy.log" <<'EOF'
 import json, pathlib, sys
 work, half, left = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 per_step, first = 0.0, 0.0
@@ -114,7 +149,9 @@ fi
 
 mkdir -p "$WORK/pack"
 cp "$WORK"/bench_*.json "$WORK/pack/" 2>/dev/null
-for d in "$WORK"/probe_* "$WORK"/toy_*; do
+[ -f "$WORK/pack_classifier_metrics.json" ] && cp "$WORK/pack_classifier_metrics.json" \
+  "$WORK/pack/classifier_metrics.json"
+for d in "$WORK"/probe_* "$WORK"/toy_* "$WORK"/stacked_*; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
   for f in metrics.jsonl results.json samples_seed0.png; do
@@ -123,5 +160,6 @@ for d in "$WORK"/probe_* "$WORK"/toy_*; do
 done
 tar -czf "$OUT/results.tar.gz" -C "$WORK/pack" .
 echo "done in $((SECONDS - start)) s" >>"$OUT/toy.log"
-tail -n 40 "$OUT/bench.log" | grep -E "^(jaxgan|torch|==|DCGAN|   )" || true
+tail -n 40 "$OUT/bench.log" 2>/dev/null | grep -E "^(jaxgan|torch|==|DCGAN|   )" || true
+grep -E "^==|accuracy|Stacked|exit" "$OUT/stacked.log" 2>/dev/null | tail -n 8
 grep -E "^==|modes|done in" "$OUT/toy.log" | tail -n 12
