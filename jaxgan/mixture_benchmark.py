@@ -9,6 +9,7 @@ the chunk), `results.json` (the final means and per-seed values) and
 `samples_seed0.png` (seed 0's samples over the modes).
 The seeds' states are checkpointed after each evaluation: the same command
 resumes a stopped run, and a larger `num_steps` trains a finished one further.
+`profile` tells where a run's samples lie around the modes (`DIR/profile.json`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models, optimizers
-from jaxgan.checkpointing import ResumableRun
+from jaxgan.checkpointing import Checkpointer, ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import (GANState, create_state, generate, latents, optimizers_from_config,
                           options_from_config, train_step)
@@ -176,6 +177,43 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
              "config": json.loads(c.to_json_best_effort())}
   (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   return results
+
+
+def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
+  """Each seed's `mixtures.distance_profile` (and mode metrics) at the run's newest checkpoint.
+
+  The run's own config comes from the checkpoint; the samples are `num_samples` per seed
+  (more than an evaluation's, for the small fractions). Writes and returns DIR/profile.json.
+  """
+  workdir = pathlib.Path(workdir).expanduser()
+  directory = workdir / "checkpoints"
+  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False)
+  if not checkpointer or not checkpointer.all_steps():  # not a run's workdir: leave it as it is
+    raise ConfigError(f"no checkpoints in {workdir / 'checkpoints'}; profile the --workdir of a "
+                      "run of experiments.toy")
+  saved = checkpointer.restore_meta().get("config") or {}
+  c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
+  keys = seed_streams(c.seed, c.num_seeds)
+  with config_errors():
+    target = jax.jit(jax.vmap(lambda k: make_state(c, k)))(keys["init"])
+  restored = checkpointer.restore(target)
+  if restored is None:
+    raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'} could be restored (see the "
+                      "warnings above)")
+  states, meta = restored
+  modes, std = mixtures.mixture(c.mixture)
+  samples = np.asarray(jax.jit(jax.vmap(
+      lambda state, key: generate(state, latents(key, num_samples, c.latent_dim))))(
+          states, keys["eval"]))
+  per_seed = [{**mixtures.mode_metrics(s, modes, std),
+               **mixtures.distance_profile(s, modes, std)} for s in samples]
+  result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num_samples,
+            "bands": per_seed[0]["bands"],
+            "fractions": np.mean([s["fractions"] for s in per_seed], axis=0).tolist(),
+            **{k: float(np.mean([s[k] for s in per_seed])) for k in ("hq", "spread")},
+            "per_seed": [{k: v for k, v in s.items() if k != "bands"} for s in per_seed]}
+  (workdir / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+  return result
 
 
 def _score(samples: jax.Array, modes: np.ndarray, std: float) -> tuple[np.ndarray, list[dict]]:

@@ -40,6 +40,22 @@ def test_mode_metrics_of_collapsed_and_off_manifold_samples():
       "modes": 0.0, "hq": 0.0, "reverse_kl": pytest.approx(np.log(8))}
 
 
+def test_distance_profile_of_true_blurred_and_bridging_samples():
+  grid, std = mixtures.mixture("grid")
+  true = np.asarray(mixtures.sample(jax.random.key(1), grid, std, 20_000))
+  p = mixtures.distance_profile(true, grid, std)
+  # 2-D Gaussians: P(r <= b std) = 1 - exp(-b^2 / 2); nothing past 6 std.
+  cdf = [1 - np.exp(-b ** 2 / 2) for b in p["bands"]] + [1.0]
+  np.testing.assert_allclose(np.cumsum(p["fractions"]), cdf, atol=0.01)
+  assert p["spread"] == pytest.approx(1.0, abs=0.03)
+  blurred = np.asarray(mixtures.sample(jax.random.key(1), grid, 2 * std, 20_000))
+  assert mixtures.distance_profile(blurred, grid, std)["spread"] == pytest.approx(2.0, abs=0.1)
+  bridges = (grid[:-1] + grid[1:]) / 2  # midway between neighbours: 20 std from both
+  p = mixtures.distance_profile(np.concatenate([bridges, grid[:8]]), grid, std)
+  assert p["fractions"] == [pytest.approx(8 / 32), 0, 0, 0, 0, pytest.approx(24 / 32)]
+  assert np.isnan(p["spread"])  # no mode has 10 samples near it
+
+
 def test_maxout_discriminator_takes_the_max_of_its_pieces():
   d = MLPDiscriminator(hidden_dims=(3,), maxout=5)
   params = d.init(jax.random.key(0), np.zeros((1, 2)))
@@ -61,6 +77,18 @@ def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
   assert len(d_losses) == 3 and len(set(d_losses)) == 3  # independent seeds, not one run thrice
   assert logged[-1]["d_loss"] == pytest.approx(np.mean(d_losses))
   assert (tmp_path / "samples_seed0.png").stat().st_size > 0
+  # --profile: the run's own config (the flags' --config is ignored), its newest checkpoint.
+  prof = run_cli("experiments.toy", f"--workdir={tmp_path}", "--profile", "--profile_samples=400")
+  assert prof.returncode == 0, prof.stderr[-2000:]
+  assert "ring at step 40, 400 samples per seed" in prof.stdout
+  p = json.loads((tmp_path / "profile.json").read_text())
+  assert p["step"] == 40 and len(p["per_seed"]) == 3
+  for s in p["per_seed"]:
+    assert sum(s["fractions"]) == pytest.approx(1.0)
+    assert s["hq"] == pytest.approx(sum(s["fractions"][:2]))  # HQ: within 3 std
+  assert "error: no checkpoints in" in run_cli("experiments.toy", f"--workdir={tmp_path / 'e'}",
+                                               "--profile").stderr
+  assert not (tmp_path / "e").exists()  # nothing made where there was no run
   bad = run_cli("experiments.toy", "--config=experiments/configs/toy.py:smoke",
                 f"--workdir={tmp_path / 'b'}", "--config.eval_every=30")
   assert bad.returncode == 2 and "must be a multiple of config.eval_every=30" in bad.stderr
