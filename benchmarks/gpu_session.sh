@@ -84,7 +84,6 @@ stacked() {
   timeout "$(cap 150)" $PY -m experiments.mnist_classifier ${CLASSIFIER_FLAGS:-} \
     --workdir="$WORK/classifier" --config.data_dir="$mnist" >>"$OUT/stacked.log" 2>&1 ||
     { echo "   classifier: exit $?" >>"$OUT/stacked.log"; return 0; }
-  cp "$WORK/classifier/metrics.json" "$WORK/pack_classifier_metrics.json" 2>/dev/null
   echo "== stacked MNIST, packs ${STACKED_PACKS:-1 2} side by side ($(left) s left)" \
     >>"$OUT/stacked.log"
   for p in ${STACKED_PACKS:-1 2}; do
@@ -149,7 +148,7 @@ fi
 
 mkdir -p "$WORK/pack"
 cp "$WORK"/bench_*.json "$WORK/pack/" 2>/dev/null
-[ -f "$WORK/pack_classifier_metrics.json" ] && cp "$WORK/pack_classifier_metrics.json" \
+[ -f "$WORK/classifier/metrics.json" ] && cp "$WORK/classifier/metrics.json" \
   "$WORK/pack/classifier_metrics.json"
 for d in "$WORK"/probe_* "$WORK"/toy_* "$WORK"/stacked_*; do
   [ -d "$d" ] || continue

@@ -93,6 +93,17 @@ def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
       **options_from_config(c))
 
 
+def init_states(c: ml_collections.ConfigDict, keys: dict[str, jax.Array]) -> GANState:
+  """Every seed's initial state, stacked along a leading seed axis."""
+  with config_errors():
+    return jax.jit(jax.vmap(lambda k: make_state(c, k)))(keys["init"])
+
+
+def sampler(c: ml_collections.ConfigDict, num: int):
+  """(seeds' states, seeds' keys) -> `num` samples of each seed's G: [seeds, num, 2]."""
+  return jax.jit(jax.vmap(lambda state, key: generate(state, latents(key, num, c.latent_dim))))
+
+
 def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int = 480) -> None:
   """A scatter plot of `samples` (blue) over the modes (red crosses), as a PNG."""
   lim = float(np.abs(modes).max()) * 1.35
@@ -116,8 +127,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   keys = seed_streams(c.seed, c.num_seeds)
   if c.get("minibatch_key", "own") == "step":
     keys["minibatch"] = keys["train"]
-  with config_errors():
-    states = jax.jit(jax.vmap(lambda k: make_state(c, k)))(keys["init"])
+  states = init_states(c, keys)
   data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
 
   # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of
@@ -133,11 +143,8 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     state, metrics = jax.lax.scan(body, state, None, length=c.eval_every)
     return state, jax.tree.map(jnp.mean, metrics)
 
-  def draw(state, key):
-    return generate(state, latents(key, c.eval_samples, c.latent_dim))
-
   train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
-  draw_fn = jax.jit(jax.vmap(draw))
+  draw_fn = sampler(c, c.eval_samples)
   # A larger num_steps trains a finished run further, unless the learning rate decays over it.
   may_change = () if optimizers.decays(optimizers.check_schedule(c)) else ("num_steps",)
   with ResumableRun(workdir, c, may_change=may_change, added_keys=ADDED_KEYS) as run_dir:
@@ -189,22 +196,17 @@ def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
   directory = workdir / "checkpoints"
   checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False)
   if not checkpointer or not checkpointer.all_steps():  # not a run's workdir: leave it as it is
-    raise ConfigError(f"no checkpoints in {workdir / 'checkpoints'}; profile the --workdir of a "
-                      "run of experiments.toy")
+    raise ConfigError(f"no checkpoints in {directory}; profile the --workdir of a run of "
+                      "experiments.toy")
   saved = checkpointer.restore_meta().get("config") or {}
   c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
   keys = seed_streams(c.seed, c.num_seeds)
-  with config_errors():
-    target = jax.jit(jax.vmap(lambda k: make_state(c, k)))(keys["init"])
-  restored = checkpointer.restore(target)
+  restored = checkpointer.restore(init_states(c, keys))
   if restored is None:
-    raise ConfigError(f"no checkpoint in {workdir / 'checkpoints'} could be restored (see the "
-                      "warnings above)")
+    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
   states, meta = restored
   modes, std = mixtures.mixture(c.mixture)
-  samples = np.asarray(jax.jit(jax.vmap(
-      lambda state, key: generate(state, latents(key, num_samples, c.latent_dim))))(
-          states, keys["eval"]))
+  samples = np.asarray(sampler(c, num_samples)(states, keys["eval"]))
   per_seed = [{**mixtures.mode_metrics(s, modes, std),
                **mixtures.distance_profile(s, modes, std)} for s in samples]
   result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num_samples,

@@ -44,12 +44,18 @@ def sample(key: jax.Array, modes: np.ndarray, std: float, num: int) -> jax.Array
   return centres + std * jax.random.normal(k_noise, (num, 2), jnp.float32)
 
 
+def nearest_modes(samples: np.ndarray, modes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each sample's nearest mode (index) and its distance to it."""
+  distances = np.linalg.norm(samples[:, None, :] - modes[None, :, :], axis=-1)
+  nearest = distances.argmin(axis=1)
+  return nearest, distances[np.arange(len(samples)), nearest]
+
+
 def mode_metrics(samples, modes: np.ndarray, std: float) -> dict[str, float]:
   """{"modes": captured modes, "hq": fraction of HQ samples, "reverse_kl": KL(p || uniform)}."""
   samples = np.asarray(samples, np.float64)
-  distances = np.linalg.norm(samples[:, None, :] - modes[None, :, :], axis=-1)
-  nearest = distances.argmin(axis=1)
-  hq = distances[np.arange(len(samples)), nearest] <= 3 * std
+  nearest, distance = nearest_modes(samples, modes)
+  hq = distance <= 3 * std
   counts = np.bincount(nearest[hq], minlength=len(modes)).astype(np.float64)
   if counts.sum() == 0:
     return {"modes": 0.0, "hq": 0.0, "reverse_kl": float(np.log(len(modes)))}
@@ -76,8 +82,8 @@ def distance_profile(samples, modes: np.ndarray, std: float,
   mixture, above 1 for blurred modes, below for modes squeezed to a point.
   """
   samples = np.asarray(samples, np.float64)
-  distances = np.linalg.norm(samples[:, None, :] - modes[None, :, :], axis=-1)
-  nearest, nearest_d = distances.argmin(axis=1), distances.min(axis=1) / std
+  nearest, distance = nearest_modes(samples, modes)
+  nearest_d = distance / std
   counts = np.histogram(nearest_d, bins=[0.0, *bands, np.inf])[0]
   spreads = [np.std(samples[sel] - modes[k], axis=0).mean() / std
              for k in range(len(modes)) if (sel := (nearest == k) & (nearest_d < 6)).sum() >= 10]
