@@ -199,6 +199,9 @@ def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
     raise ConfigError(f"no checkpoints in {directory}; profile the --workdir of a run of "
                       "experiments.toy")
   saved = checkpointer.restore_meta().get("config") or {}
+  if saved.get("mixture") not in mixtures.MIXTURES or "num_seeds" not in saved:
+    raise ConfigError(f"{workdir} holds no run of experiments.toy (its checkpoints' config has no "
+                      "mixture); profile the --workdir of a 2-D mixture run")
   c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
   keys = seed_streams(c.seed, c.num_seeds)
   restored = checkpointer.restore(init_states(c, keys))

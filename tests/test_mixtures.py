@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxgan import mixture_benchmark, mixtures
+from jaxgan.checkpointing import Checkpointer
 from jaxgan.errors import ConfigError
 from jaxgan.models import MLPDiscriminator
 
@@ -89,6 +90,12 @@ def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
   assert "error: no checkpoints in" in run_cli("experiments.toy", f"--workdir={tmp_path / 'e'}",
                                                "--profile").stderr
   assert not (tmp_path / "e").exists()  # nothing made where there was no run
+  other = tmp_path / "other"  # checkpoints of another program (its config has no mixture)
+  ck = Checkpointer(other / "checkpoints", asynchronous=False)
+  ck.save(1, {"w": np.zeros(2)}, {"config": {"num_steps": 1}})
+  ck.close()
+  with pytest.raises(ConfigError, match="holds no run of experiments.toy"):
+    mixture_benchmark.profile(other)
   bad = run_cli("experiments.toy", "--config=experiments/configs/toy.py:smoke",
                 f"--workdir={tmp_path / 'b'}", "--config.eval_every=30")
   assert bad.returncode == 2 and "must be a multiple of config.eval_every=30" in bad.stderr
