@@ -13,6 +13,12 @@ DIR/metrics.jsonl and DIR/samples_seed0.png.
 
 instead profiles the run in DIR at its newest checkpoint, with its own config: where its
 samples lie around the modes (HQ, between modes, ...), in DIR/profile.json.
+
+    python -m experiments.toy --workdir=DIR --drs [--drs_steps=5000] [--drs_samples=N]
+
+scores the run in DIR at its newest checkpoint on samples filtered by discriminator
+rejection sampling (each seed's D calibrated against its G first; `jaxgan.sampling`), next
+to as many unfiltered samples, in DIR/drs.json.
 """
 
 import pathlib
@@ -30,6 +36,14 @@ flags.DEFINE_string("workdir", None, "Directory for results.json, metrics.jsonl,
 flags.DEFINE_bool("profile", False, "Profile the run in --workdir (its own config; --config is "
                   "ignored) instead of training: where its samples lie around the modes.")
 flags.DEFINE_integer("profile_samples", 20_000, "Samples per seed for --profile.")
+flags.DEFINE_bool("drs", False, "Score the run in --workdir (its own config) on samples kept by "
+                  "discriminator rejection sampling, instead of training.")
+flags.DEFINE_integer("drs_steps", 5_000, "Steps of D's calibration against G for --drs.")
+flags.DEFINE_integer("drs_samples", 0, "Accepted samples per seed for --drs (0: the run's "
+                     "eval_samples).")
+flags.DEFINE_float("drs_shift_quantile", None, "--drs: unset is exact rejection sampling; q in "
+                   "(0, 1) shifts the filter to F's q-quantile (Azadi et al.): about 1 - q of "
+                   "the samples then pass with probability above 1/2.")
 config_flags.DEFINE_config_file("config", DEFAULT_CONFIG + ":ring", "Benchmark configuration.",
                                 lock_config=True)
 
@@ -37,8 +51,27 @@ config_flags.DEFINE_config_file("config", DEFAULT_CONFIG + ":ring", "Benchmark c
 def main(argv):
   del argv
   from jaxgan import mixture_benchmark, trainer
+  from jaxgan.errors import ConfigError
 
   trainer.quiet_library_logs()
+  if FLAGS.profile and FLAGS.drs:
+    raise ConfigError("--profile and --drs each read the run in --workdir; give one of them")
+  if FLAGS.drs:
+    if FLAGS.drs_steps < 1 or FLAGS.drs_samples < 0:
+      raise ConfigError(f"--drs_steps must be >= 1 and --drs_samples >= 0, got "
+                        f"{FLAGS.drs_steps} and {FLAGS.drs_samples}")
+    r = mixture_benchmark.rejection(FLAGS.workdir, FLAGS.drs_samples or None,
+                                    calibration_steps=FLAGS.drs_steps,
+                                    shift_quantile=FLAGS.drs_shift_quantile)
+    print(f"{r['mixture']} at step {r['step']}, {r['num_samples']} samples per seed, means of "
+          f"{r['num_seeds']} seeds: modes / HQ / reverse KL / between modes (>10 std)")
+    rows = [("G", r["unfiltered"]), (f"G + DRS (accepts {100 * r['acceptance']:.1f}%)", r)]
+    rows += [(f"  seed {i}, G + DRS", s) for i, s in enumerate(r["per_seed"])]
+    for name, row in rows:
+      print(f"{name:>28}: {row['modes']:.2f} / {100 * row['hq']:.1f}% / {row['reverse_kl']:.3f} "
+            f"/ {100 * row['fractions'][-1]:.1f}%")
+    print(f"-> {FLAGS.workdir}/drs.json")
+    return
   if FLAGS.profile:
     p = mixture_benchmark.profile(FLAGS.workdir, FLAGS.profile_samples)
     bands = ["0", *(f"{b:g}" for b in p["bands"])]

@@ -9,11 +9,13 @@ the chunk), `results.json` (the final means and per-seed values) and
 `samples_seed0.png` (seed 0's samples over the modes).
 The seeds' states are checkpointed after each evaluation: the same command
 resumes a stopped run, and a larger `num_steps` trains a finished one further.
-`profile` tells where a run's samples lie around the modes (`DIR/profile.json`).
+`profile` tells where a run's samples lie around the modes (`DIR/profile.json`); `rejection`
+scores them after discriminator rejection sampling (`DIR/drs.json`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pathlib
@@ -25,7 +27,7 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxgan import mixtures, models, optimizers
+from jaxgan import mixtures, models, optimizers, sampling
 from jaxgan.checkpointing import Checkpointer, ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import (GANState, create_state, generate, latents, optimizers_from_config,
@@ -44,7 +46,7 @@ ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step
 # The step's key also feeds G's latents, and there `randint` reads the very bits that G's z
 # are made from, so "step" ties each step's G latents to its minibatch.
 MINIBATCH_KEYS = ("own", "step")
-STREAMS = ("init", "data", "train", "eval", "minibatch")
+STREAMS = ("init", "data", "train", "eval", "minibatch", "drs")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
@@ -186,6 +188,30 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   return results
 
 
+def _restore_run(workdir: pathlib.Path):
+  """(config, keys, seeds' states, checkpoint meta) of the run of experiments.toy in `workdir`,
+  at its newest checkpoint, with the run's own config."""
+  directory = workdir / "checkpoints"
+  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False)
+  if not checkpointer or not checkpointer.all_steps():  # not a run's workdir: leave it as it is
+    raise ConfigError(f"no checkpoints in {directory}; give the --workdir of a run of "
+                      "experiments.toy")
+  saved = checkpointer.restore_meta().get("config") or {}
+  if saved.get("mixture") not in mixtures.MIXTURES or "num_seeds" not in saved:
+    raise ConfigError(f"{workdir} holds no run of experiments.toy (its checkpoints' config has no "
+                      "mixture); give the --workdir of a 2-D mixture run")
+  c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
+  keys = seed_streams(c.seed, c.num_seeds)
+  restored = checkpointer.restore(init_states(c, keys))
+  if restored is None:
+    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
+  return c, keys, *restored
+
+
+def _mean_over_seeds(per_seed: list[dict], keys) -> dict:
+  return {k: float(np.mean([s[k] for s in per_seed])) for k in keys}
+
+
 def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
   """Each seed's `mixtures.distance_profile` (and mode metrics) at the run's newest checkpoint.
 
@@ -193,21 +219,7 @@ def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
   (more than an evaluation's, for the small fractions). Writes and returns DIR/profile.json.
   """
   workdir = pathlib.Path(workdir).expanduser()
-  directory = workdir / "checkpoints"
-  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False)
-  if not checkpointer or not checkpointer.all_steps():  # not a run's workdir: leave it as it is
-    raise ConfigError(f"no checkpoints in {directory}; profile the --workdir of a run of "
-                      "experiments.toy")
-  saved = checkpointer.restore_meta().get("config") or {}
-  if saved.get("mixture") not in mixtures.MIXTURES or "num_seeds" not in saved:
-    raise ConfigError(f"{workdir} holds no run of experiments.toy (its checkpoints' config has no "
-                      "mixture); profile the --workdir of a 2-D mixture run")
-  c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
-  keys = seed_streams(c.seed, c.num_seeds)
-  restored = checkpointer.restore(init_states(c, keys))
-  if restored is None:
-    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
-  states, meta = restored
+  c, keys, states, meta = _restore_run(workdir)
   modes, std = mixtures.mixture(c.mixture)
   samples = np.asarray(sampler(c, num_samples)(states, keys["eval"]))
   per_seed = [{**mixtures.mode_metrics(s, modes, std),
@@ -215,9 +227,63 @@ def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
   result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num_samples,
             "bands": per_seed[0]["bands"],
             "fractions": np.mean([s["fractions"] for s in per_seed], axis=0).tolist(),
-            **{k: float(np.mean([s[k] for s in per_seed])) for k in ("hq", "spread")},
+            **_mean_over_seeds(per_seed, ("hq", "spread")),
             "per_seed": [{k: v for k, v in s.items() if k != "bands"} for s in per_seed]}
   (workdir / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def rejection(workdir: str | pathlib.Path, num_samples: int | None = None, *,
+              calibration_steps: int = 5_000, calibration_batch: int = 400,
+              calibration_lr: float = 2e-4, shift_quantile: float | None = None) -> dict:
+  """The run's seeds scored on samples filtered by discriminator rejection sampling.
+
+  At the run's newest checkpoint, each seed's D is calibrated against its G on the run's
+  training points (`sampling.calibrate_discriminator`, all seeds in one vmap), then
+  `num_samples` (default: the run's eval_samples) samples per seed pass D's test
+  (`sampling.rejection_sample`). Reports the mode metrics and distance profile of those and,
+  for comparison, of as many unfiltered samples of G. Writes and returns DIR/drs.json.
+  """
+  workdir = pathlib.Path(workdir).expanduser()
+  c, keys, states, meta = _restore_run(workdir)
+  num = int(num_samples or c.eval_samples)
+  modes, std = mixtures.mixture(c.mixture)
+  data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
+  calibrate_keys, sample_keys = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys["drs"])
+                                 for i in range(2))
+  t0 = time.perf_counter()
+  with config_errors():
+    calibrate = functools.partial(sampling.calibrate_discriminator, steps=calibration_steps,
+                                  batch_size=calibration_batch, lr=calibration_lr)
+    states = jax.jit(jax.vmap(calibrate))(states, data, calibrate_keys)
+    jax.block_until_ready(states)
+    calibration_seconds = time.perf_counter() - t0
+    plain = np.asarray(sampler(c, num)(states, keys["eval"]))
+    per_seed = []
+    for i in range(c.num_seeds):
+      state = jax.tree.map(lambda a, i=i: a[i], states)
+      kept, stats = sampling.rejection_sample(state, sample_keys[i], num,
+                                              shift_quantile=shift_quantile)
+      per_seed.append({
+          **mixtures.mode_metrics(kept, modes, std), **mixtures.distance_profile(kept, modes, std),
+          "acceptance": stats.acceptance,
+          "unfiltered": {**mixtures.mode_metrics(plain[i], modes, std),
+                         **mixtures.distance_profile(plain[i], modes, std)}})
+  names = ("modes", "hq", "reverse_kl", "spread")
+  result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num,
+            **_mean_over_seeds(per_seed, (*names, "acceptance")),
+            "fractions": np.mean([s["fractions"] for s in per_seed], axis=0).tolist(),
+            "unfiltered": {**_mean_over_seeds([s["unfiltered"] for s in per_seed], names),
+                           "fractions": np.mean([s["unfiltered"]["fractions"] for s in per_seed],
+                                                axis=0).tolist()},
+            "bands": list(mixtures.DISTANCE_BANDS), "num_seeds": c.num_seeds,
+            "calibration": {"steps": calibration_steps, "batch_size": calibration_batch,
+                            "lr": calibration_lr, "seconds": round(calibration_seconds, 1)},
+            "shift_quantile": shift_quantile,
+            "per_seed": [{k: v for k, v in s.items() if k != "bands"}
+                         | {"unfiltered": {k: v for k, v in s["unfiltered"].items()
+                                           if k != "bands"}} for s in per_seed]}
+  (workdir / "drs.json").write_text(json.dumps(result, indent=2) + "\n")
   return result
 
 

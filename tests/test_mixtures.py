@@ -87,6 +87,18 @@ def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
   for s in p["per_seed"]:
     assert sum(s["fractions"]) == pytest.approx(1.0)
     assert s["hq"] == pytest.approx(sum(s["fractions"][:2]))  # HQ: within 3 std
+  # --drs: each seed's D calibrated, then its samples filtered; unfiltered ones beside them.
+  drs = run_cli("experiments.toy", f"--workdir={tmp_path}", "--drs", "--drs_steps=20",
+                "--drs_samples=200")
+  assert drs.returncode == 0, drs.stderr[-2000:]
+  assert "G + DRS (accepts" in drs.stdout
+  d = json.loads((tmp_path / "drs.json").read_text())
+  assert d["step"] == 40 and d["num_samples"] == 200 and len(d["per_seed"]) == 3
+  assert 0 < d["acceptance"] <= 1 and d["calibration"]["steps"] == 20
+  assert d["unfiltered"]["hq"] == pytest.approx(
+      np.mean([s["unfiltered"]["hq"] for s in d["per_seed"]]))
+  assert "error: --profile and --drs each read" in run_cli(
+      "experiments.toy", f"--workdir={tmp_path}", "--profile", "--drs").stderr
   assert "error: no checkpoints in" in run_cli("experiments.toy", f"--workdir={tmp_path / 'e'}",
                                                "--profile").stderr
   assert not (tmp_path / "e").exists()  # nothing made where there was no run
