@@ -6,6 +6,9 @@
 #   3. issue 7: the 2-D mixture benchmark's best settings (ring-best and grid-best, 10 seeds,
 #      run side by side), for the longest of 400k/200k/100k/50k/20k steps that a short probe
 #      says fits in the time left;
+#      then each toy run scored after discriminator rejection sampling (`--drs`, TOY_DRS=1,
+#      the default; DRS_RESERVE_S, default 60, is kept for it out of the toy runs' time;
+#      DRS_FLAGS go to it, e.g. "--drs_steps=50 --drs_samples=200" for a dry run);
 #   2. issue 7: Stacked MNIST at the full protocol (PARTS=stacked, before the toy runs): the
 #      MNIST classifier, then DCGAN and PacDCGAN2 side by side, each stopped by STACKED_CAP_S.
 #
@@ -34,6 +37,8 @@ PROBE_STEPS=${PROBE_STEPS:-10000}
 TOY_FLAGS=${TOY_FLAGS:-}
 TOY_RUNS=${TOY_RUNS:-ring-best grid-best}  # toy.py variants, run side by side
 PARTS=${PARTS:-bench,toy}
+TOY_DRS=${TOY_DRS:-1}
+reserve=$((TOY_DRS == 1 ? ${DRS_RESERVE_S:-60} : 0))  # seconds kept for --drs after the toy runs
 WORK=$(mktemp -d)
 start=$SECONDS
 left() { echo $((BUDGET - (SECONDS - start))); }
@@ -119,7 +124,7 @@ for v in $TOY_RUNS; do
     --config.eval_every="$half" >>"$OUT/toy.log" 2>&1 &
 done
 wait
-plan=$($PY - "$WORK" "$half" "$(left)" "${TOY_CANDIDATES:-400000 200000 100000 50000 20000}" \
+plan=$($PY - "$WORK" "$half" "$(($(left) - reserve))" "${TOY_CANDIDATES:-400000 200000 100000 50000 20000}" \
   $TOY_RUNS 2>>"$OUT/toy.log" <<'EOF'
 import json, pathlib, sys
 work, half, left = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
@@ -140,8 +145,17 @@ chosen: $steps steps" >>"$OUT/toy.log"
 if [ "$steps" -gt 0 ]; then
   every=$((steps >= 100000 ? 20000 : steps / 5))
   for v in $TOY_RUNS; do
-    toy "$(($(left) - 15))" "$v" "$WORK/toy_$v" --config.num_steps="$steps" \
+    toy "$(($(left) - 15 - reserve))" "$v" "$WORK/toy_$v" --config.num_steps="$steps" \
       --config.eval_every="$every" >>"$OUT/toy.log" 2>&1 &
+  done
+  wait
+fi
+if [ "$TOY_DRS" = 1 ]; then  # the runs' newest checkpoints, after rejection sampling
+  for d in "$WORK"/toy_*; do
+    [ -d "$d/checkpoints" ] || continue
+    echo "== DRS: $(basename "$d") ($(left) s left)" >>"$OUT/toy.log"
+    timeout "$(cap $(($(left) - 10)))" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 \
+      $PY -m experiments.toy --workdir="$d" --drs ${DRS_FLAGS:-} >>"$OUT/toy.log" 2>&1 &
   done
   wait
 fi
@@ -153,7 +167,7 @@ cp "$WORK"/bench_*.json "$WORK/pack/" 2>/dev/null
 for d in "$WORK"/probe_* "$WORK"/toy_* "$WORK"/stacked_*; do
   [ -d "$d" ] || continue
   n=$(basename "$d")
-  for f in metrics.jsonl results.json samples_seed0.png; do
+  for f in metrics.jsonl results.json drs.json samples_seed0.png; do
     [ -f "$d/$f" ] && cp "$d/$f" "$WORK/pack/${n}_$f"
   done
 done
@@ -161,4 +175,4 @@ tar -czf "$OUT/results.tar.gz" -C "$WORK/pack" .
 echo "done in $((SECONDS - start)) s" >>"$OUT/toy.log"
 tail -n 40 "$OUT/bench.log" 2>/dev/null | grep -E "^(jaxgan|torch|==|DCGAN|   )" || true
 grep -E "^==|accuracy|Stacked|exit" "$OUT/stacked.log" 2>/dev/null | tail -n 8
-grep -E "^==|modes|done in" "$OUT/toy.log" | tail -n 12
+grep -E "^==|modes|G: |G \+ DRS \(|done in" "$OUT/toy.log" | tail -n 16
