@@ -154,7 +154,7 @@ if [ "$TOY_DRS" = 1 ]; then  # the runs' newest checkpoints, after rejection sam
   for d in "$WORK"/toy_*; do
     [ -d "$d/checkpoints" ] || continue
     echo "== DRS: $(basename "$d") ($(left) s left)" >>"$OUT/toy.log"
-    timeout "$(cap $(($(left) - 10)))" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 \
+    timeout "$(($(left) - 10))" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 \
       $PY -m experiments.toy --workdir="$d" --drs ${DRS_FLAGS:-} >>"$OUT/toy.log" 2>&1 &
   done
   wait

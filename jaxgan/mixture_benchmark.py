@@ -101,6 +101,12 @@ def init_states(c: ml_collections.ConfigDict, keys: dict[str, jax.Array]) -> GAN
     return jax.jit(jax.vmap(lambda k: make_state(c, k)))(keys["init"])
 
 
+def training_points(c: ml_collections.ConfigDict, keys: dict[str, jax.Array]) -> jax.Array:
+  """Every seed's `num_train` points of the mixture: [seeds, num_train, 2]."""
+  modes, std = mixtures.mixture(c.mixture)
+  return jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
+
+
 def sampler(c: ml_collections.ConfigDict, num: int):
   """(seeds' states, seeds' keys) -> `num` samples of each seed's G: [seeds, num, 2]."""
   return jax.jit(jax.vmap(lambda state, key: generate(state, latents(key, num, c.latent_dim))))
@@ -130,7 +136,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   if c.get("minibatch_key", "own") == "step":
     keys["minibatch"] = keys["train"]
   states = init_states(c, keys)
-  data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
+  data = training_points(c, keys)
 
   # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of
   # `pack` real samples (and as many fake), so a step draws batch_size x pack x n_critic points.
@@ -209,7 +215,16 @@ def _restore_run(workdir: pathlib.Path):
 
 
 def _mean_over_seeds(per_seed: list[dict], keys) -> dict:
-  return {k: float(np.mean([s[k] for s in per_seed])) for k in keys}
+  """The seeds' mean of each of `keys`: a float, or a list for list values (the fractions)."""
+  return {k: np.mean([s[k] for s in per_seed], axis=0).tolist() for k in keys}
+
+
+def _report(samples: np.ndarray, modes: np.ndarray, std: float) -> dict:
+  """One seed's mode metrics and distance profile (fractions and spread; the bands are
+  `mixtures.DISTANCE_BANDS`, given once per file)."""
+  profile = mixtures.distance_profile(samples, modes, std)
+  return {**mixtures.mode_metrics(samples, modes, std),
+          "fractions": profile["fractions"], "spread": profile["spread"]}
 
 
 def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
@@ -222,13 +237,10 @@ def profile(workdir: str | pathlib.Path, num_samples: int = 20_000) -> dict:
   c, keys, states, meta = _restore_run(workdir)
   modes, std = mixtures.mixture(c.mixture)
   samples = np.asarray(sampler(c, num_samples)(states, keys["eval"]))
-  per_seed = [{**mixtures.mode_metrics(s, modes, std),
-               **mixtures.distance_profile(s, modes, std)} for s in samples]
+  per_seed = [_report(s, modes, std) for s in samples]
   result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num_samples,
-            "bands": per_seed[0]["bands"],
-            "fractions": np.mean([s["fractions"] for s in per_seed], axis=0).tolist(),
-            **_mean_over_seeds(per_seed, ("hq", "spread")),
-            "per_seed": [{k: v for k, v in s.items() if k != "bands"} for s in per_seed]}
+            "bands": list(mixtures.DISTANCE_BANDS),
+            **_mean_over_seeds(per_seed, ("fractions", "hq", "spread")), "per_seed": per_seed}
   (workdir / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
   return result
 
@@ -248,7 +260,7 @@ def rejection(workdir: str | pathlib.Path, num_samples: int | None = None, *,
   c, keys, states, meta = _restore_run(workdir)
   num = int(num_samples or c.eval_samples)
   modes, std = mixtures.mixture(c.mixture)
-  data = jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
+  data = training_points(c, keys)
   calibrate_keys, sample_keys = (jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys["drs"])
                                  for i in range(2))
   t0 = time.perf_counter()
@@ -264,25 +276,16 @@ def rejection(workdir: str | pathlib.Path, num_samples: int | None = None, *,
       state = jax.tree.map(lambda a, i=i: a[i], states)
       kept, stats = sampling.rejection_sample(state, sample_keys[i], num,
                                               shift_quantile=shift_quantile)
-      per_seed.append({
-          **mixtures.mode_metrics(kept, modes, std), **mixtures.distance_profile(kept, modes, std),
-          "acceptance": stats.acceptance,
-          "unfiltered": {**mixtures.mode_metrics(plain[i], modes, std),
-                         **mixtures.distance_profile(plain[i], modes, std)}})
-  names = ("modes", "hq", "reverse_kl", "spread")
+      per_seed.append({**_report(kept, modes, std), "acceptance": stats.acceptance,
+                       "unfiltered": _report(plain[i], modes, std)})
+  names = ("modes", "hq", "reverse_kl", "spread", "fractions")
   result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num,
             **_mean_over_seeds(per_seed, (*names, "acceptance")),
-            "fractions": np.mean([s["fractions"] for s in per_seed], axis=0).tolist(),
-            "unfiltered": {**_mean_over_seeds([s["unfiltered"] for s in per_seed], names),
-                           "fractions": np.mean([s["unfiltered"]["fractions"] for s in per_seed],
-                                                axis=0).tolist()},
+            "unfiltered": _mean_over_seeds([s["unfiltered"] for s in per_seed], names),
             "bands": list(mixtures.DISTANCE_BANDS), "num_seeds": c.num_seeds,
             "calibration": {"steps": calibration_steps, "batch_size": calibration_batch,
                             "lr": calibration_lr, "seconds": round(calibration_seconds, 1)},
-            "shift_quantile": shift_quantile,
-            "per_seed": [{k: v for k, v in s.items() if k != "bands"}
-                         | {"unfiltered": {k: v for k, v in s["unfiltered"].items()
-                                           if k != "bands"}} for s in per_seed]}
+            "shift_quantile": shift_quantile, "per_seed": per_seed}
   (workdir / "drs.json").write_text(json.dumps(result, indent=2) + "\n")
   return result
 

@@ -59,18 +59,17 @@ def _discriminate(state: GANState, d_params, x: jax.Array) -> jax.Array:
   return out.reshape(-1)
 
 
-def sample_scores(state: GANState, x: jax.Array, partners: jax.Array | None = None,
-                  d_params=None) -> jax.Array:
+def sample_scores(state: GANState, x: jax.Array, partners: jax.Array | None = None
+                  ) -> jax.Array:
   """Each sample's estimate of log p_data(x) / p_G(x), up to a constant: [N].
 
   x: [N, *data_shape]. Without packing this is D's logit. With `state.pack` = m > 1,
   `partners` [K, m - 1, *data_shape] are K sets of other samples of G; the score is the mean
   over k of D's logit of the pack of x with partner set k, x taking slot k mod m (D need not
-  treat slots alike). `d_params` replaces the state's D parameters (default: those).
+  treat slots alike).
   """
-  d_params = state.d_params if d_params is None else d_params
   if state.pack == 1:
-    return _discriminate(state, d_params, x)
+    return _discriminate(state, state.d_params, x)
   m = state.pack
   if partners is None or partners.shape[1:] != (m - 1, *x.shape[1:]):
     got = None if partners is None else tuple(partners.shape)
@@ -81,21 +80,25 @@ def sample_scores(state: GANState, x: jax.Array, partners: jax.Array | None = No
     slot = k % m
     others = jnp.broadcast_to(partners[k][None], (x.shape[0], *partners.shape[1:]))
     packs = jnp.concatenate([others[:, :slot], x[:, None], others[:, slot:]], axis=1)
-    logits.append(_discriminate(state, d_params, packs.reshape(-1, *x.shape[1:])))
+    logits.append(_discriminate(state, state.d_params, packs.reshape(-1, *x.shape[1:])))
   return jnp.mean(jnp.stack(logits), axis=0)
+
+
+def rejection_logit(scores: jax.Array, max_score: jax.Array | float) -> jax.Array:
+  """Azadi et al.'s F(x) = d - log(1 - exp(d - eps)), d = score - max: the logit of exp(d).
+  Scores above `max_score` count as the maximum."""
+  d = jnp.minimum(scores - max_score, 0.0)
+  return d - jnp.log1p(-jnp.exp(d - EPSILON))
 
 
 def acceptance_probability(scores: jax.Array, max_score: jax.Array | float,
                            shift: jax.Array | float = 0.0) -> jax.Array:
-  """Azadi et al.'s sigmoid(F(x) - shift), F(x) = d - log(1 - exp(d - eps)), d = score - max.
+  """Azadi et al.'s sigmoid(F(x) - shift) (`rejection_logit`).
 
-  With shift 0 this is exp(d) (up to eps): exact rejection sampling for p_data. A negative
-  shift accepts more (a softer filter), a positive one fewer. Scores above `max_score`
-  count as the maximum.
+  With shift 0 this is exp(score - max) (up to eps): exact rejection sampling for p_data. A
+  negative shift accepts more (a softer filter), a positive one fewer.
   """
-  d = jnp.minimum(scores - max_score, 0.0)
-  f = d - jnp.log1p(-jnp.exp(d - EPSILON))
-  return jax.nn.sigmoid(f - shift)
+  return jax.nn.sigmoid(rejection_logit(scores, max_score) - shift)
 
 
 def calibrate_discriminator(state: GANState, real: jax.Array, rng: jax.Array, *,
@@ -158,8 +161,8 @@ def rejection_sample(state: GANState, rng: jax.Array, num: int, *, batch_size: i
   `batch_size` at a time. `shift_quantile`: None is exact rejection sampling (shift 0);
   q in (0, 1) sets the shift to the q-quantile of F over the burn-in samples (Azadi et al.'s
   practice; they use 0.95 on images), so that about a fraction 1 - q of the candidates pass
-  with probability above 1/2, whatever the scale of D's logits. Raises ValueError when fewer than `num` pass
-  among `max_candidates` (default 100 x num) candidates.
+  with probability above 1/2, whatever the scale of D's logits. Raises ValueError when fewer
+  than `num` pass among `max_candidates` (default 100 x num) candidates.
   """
   _check_unconditional(state)
   if int(num) < 1 or int(batch_size) < 1 or int(burn_in) < 1 or int(num_partners) < 1:
@@ -178,8 +181,8 @@ def rejection_sample(state: GANState, rng: jax.Array, num: int, *, batch_size: i
   max_score = float(jnp.max(burn_scores))
   shift = 0.0
   if shift_quantile is not None:
-    d = np.minimum(np.asarray(burn_scores, np.float64) - max_score, 0.0)
-    shift = float(np.quantile(d - np.log1p(-np.exp(d - EPSILON)), shift_quantile))
+    shift = float(np.quantile(np.asarray(rejection_logit(burn_scores, max_score)),
+                              shift_quantile))
   kept, accepted, candidates = [], 0, 0
   while accepted < num and candidates < max_candidates:
     key = jax.random.fold_in(k_loop, candidates)
