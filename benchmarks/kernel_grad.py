@@ -29,22 +29,22 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from jaxgan.models import layers  # noqa: E402
 
 PAD1 = ((1, 1), (1, 1))
-VALID = ((0, 0), (0, 0))
 
 
 def dcgan64_convolutions(batch: int):
-  """(name, input shape, kernel shape, strides, padding) of the convolutions whose kernel
-  gradients a DCGAN-64 step computes on CPU: D's stride-2 4x4 layers and G's phase-form
-  2x2 layers (on the 1-padded input, 4 x cout output channels)."""
+  """(name, input shape, kernel shape, strides, padding) of the kernel gradients a DCGAN-64
+  step computes on CPU: those of D's stride-2 4x4 layers. G's are the same products:
+  `layers.upsample_by_phases` takes each transposed convolution's kernel gradient as that of
+  its adjoint stride-2 convolution (input: G's output gradient), so G's layer
+  4x4x512 -> 256 is the shape of D's 8x8x256 -> 512, and so on down."""
   return [
-      ("D 64x64x3 -> 64", (batch, 64, 64, 3), (4, 4, 3, 64), (2, 2), PAD1),
-      ("D 32x32x64 -> 128", (batch, 32, 32, 64), (4, 4, 64, 128), (2, 2), PAD1),
-      ("D 16x16x128 -> 256", (batch, 16, 16, 128), (4, 4, 128, 256), (2, 2), PAD1),
-      ("D 8x8x256 -> 512", (batch, 8, 8, 256), (4, 4, 256, 512), (2, 2), PAD1),
-      ("G 4x4x512 -> 256", (batch, 6, 6, 512), (2, 2, 512, 4 * 256), (1, 1), VALID),
-      ("G 8x8x256 -> 128", (batch, 10, 10, 256), (2, 2, 256, 4 * 128), (1, 1), VALID),
-      ("G 16x16x128 -> 64", (batch, 18, 18, 128), (2, 2, 128, 4 * 64), (1, 1), VALID),
-      ("G 32x32x64 -> 3", (batch, 34, 34, 64), (2, 2, 64, 4 * 3), (1, 1), VALID),
+      ("D 64x64x3 -> 64 (G 32x32x64 -> 3)", (batch, 64, 64, 3), (4, 4, 3, 64), (2, 2), PAD1),
+      ("D 32x32x64 -> 128 (G 16x16x128 -> 64)", (batch, 32, 32, 64), (4, 4, 64, 128), (2, 2),
+       PAD1),
+      ("D 16x16x128 -> 256 (G 8x8x256 -> 128)", (batch, 16, 16, 128), (4, 4, 128, 256), (2, 2),
+       PAD1),
+      ("D 8x8x256 -> 512 (G 4x4x512 -> 256)", (batch, 8, 8, 256), (4, 4, 256, 512), (2, 2),
+       PAD1),
   ]
 
 
@@ -59,12 +59,10 @@ def _stride1_taps(xp, dy, kh, kw, concatenate: bool):
 
 
 def space_to_depth_kernel_grad(x, dy, kernel_shape, strides, padding, concatenate=False):
-  """The kernel gradient via space-to-depth (stride-2 4x4 with an even padded size, or
-  stride 1): x_pad[b, 2(h+i)+p, 2(w+j)+q, c] = x_s2d[b, h+i, w+j, (p, q, c)]."""
+  """The kernel gradient of a stride-2 4x4 convolution (even padded size) via space-to-depth:
+  x_pad[b, 2(h+i)+p, 2(w+j)+q, c] = x_s2d[b, h+i, w+j, (p, q, c)]."""
   kh, kw, cin, cout = kernel_shape
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  if strides == (1, 1):
-    return _stride1_taps(xp, dy, kh, kw, concatenate)
   b, hp, wp, _ = xp.shape
   xs = xp.reshape(b, hp // 2, 2, wp // 2, 2, cin).transpose(0, 1, 3, 2, 4, 5)
   dk = _stride1_taps(xs.reshape(b, hp // 2, wp // 2, 4 * cin), dy, 2, 2, concatenate)

@@ -35,23 +35,40 @@ PEAK_FLOPS = {"H100": {"bfloat16": 989e12, "float32": 495e12},
               "A100": {"bfloat16": 312e12, "float32": 156e12}}
 
 
-def dcgan_model_flops(batch: int, nz: int = 100, ngf: int = 64, ndf: int = 64) -> float:
-  """Multiply-adds x 2 of one iteration of the PyTorch DCGAN algorithm (no structural zeros):
-  G forward once and backward once (2x), D forward 3 times, D backward 2x for its own
-  update's two passes and 1x (input gradient) for G's update: 3 G_f + 7 D_f."""
+def iteration_flops(g_forward: float, d_forward: float, d_first_layer: float) -> float:
+  """FLOPs of one iteration of the PyTorch DCGAN algorithm, from those of one forward pass of
+  G, of D, and of D's first convolution:
+  - G: forward once (D's update and G's share it), backward once (input and kernel
+    gradients, 2x): 3 forward passes;
+  - D: forward 3 times (real, fake, fake again after D's update); in D's update, both
+    passes' kernel and input gradients (2x each), less the input gradient of the first
+    layer (images need none); in G's update, the input gradients only (1x): 8 forward
+    passes, less 2 of the first layer."""
+  return 3 * g_forward + 8 * d_forward - 2 * d_first_layer
+
+
+def dcgan_forward_flops(nz: int = 100, ngf: int = 64, ndf: int = 64
+                        ) -> tuple[float, float, float]:
+  """Multiply-adds x 2 of one sample's forward pass of G, of D, and of D's first convolution,
+  every kernel tap counted as PyTorch computes it (padded taps included; a transposed
+  convolution as its GEMM + col2im form, 16 taps per input pixel, no structural zeros)."""
   g = 2 * 16 * nz * ngf * 8  # project: 1x1 -> 4x4
-  d = 0
   ch, hw = ngf * 8, 4
-  for cout in (ngf * 4, ngf * 2, ngf, 3):  # transposed conv 4x4 s2: 16 taps per input pixel
+  for cout in (ngf * 4, ngf * 2, ngf, 3):  # transposed conv 4x4 s2
     g += 2 * hw * hw * 16 * ch * cout
     ch, hw = cout, hw * 2
+  layers = []
   ch, hw = 3, 64
   for cout in (ndf, ndf * 2, ndf * 4, ndf * 8):  # conv 4x4 s2
     hw //= 2
-    d += 2 * hw * hw * 16 * ch * cout
+    layers.append(2 * hw * hw * 16 * ch * cout)
     ch = cout
-  d += 2 * 16 * ch  # last 4x4 conv to one logit
-  return batch * (3 * g + 7 * d)
+  return g, sum(layers) + 2 * 16 * ch, layers[0]  # D: and the last 4x4 conv to one logit
+
+
+def dcgan_model_flops(batch: int, nz: int = 100, ngf: int = 64, ndf: int = 64) -> float:
+  """FLOPs of one DCGAN iteration at `batch` (`iteration_flops` of `dcgan_forward_flops`)."""
+  return batch * iteration_flops(*dcgan_forward_flops(nz, ngf, ndf))
 
 
 def peak_flops(device_kind: str, dtype: str) -> float | None:

@@ -1,5 +1,6 @@
 """The speed paths compute what the plain ones compute: the tap-matmul kernel gradient, the
-phase form of the transposed convolution, G's forward pass reused for its update, bfloat16."""
+phase form of the transposed convolution and its gradients, G's forward pass reused for its
+update, bfloat16."""
 
 import functools
 
@@ -34,6 +35,26 @@ def test_tap_matmul_conv_has_the_outputs_and_gradients_of_xla(kernel, strides, p
   np.testing.assert_allclose(outs["tap_matmul"], outs["xla"], rtol=1e-6, atol=1e-5)
   for fast, plain in zip(grads["tap_matmul"], grads["xla"]):
     np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-4 * np.abs(plain).max())
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 4, 6), (2, 3, 5, 4)])
+def test_upsample_by_phases_has_the_gradients_of_the_transposed_convolution(shape):
+  """The tap-matmul path's input and kernel gradients (those of the adjoint stride-2
+  convolution) equal autodiff's through the textbook transposed convolution, on square
+  and non-square maps."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  k = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], 5))
+  reference = None
+  for fn in (layers.conv_transpose_4x4_s2,
+             functools.partial(layers.upsample_by_phases, conv_impl="tap_matmul")):
+    out = fn(x, k)
+    grads = jax.grad(lambda x, k, fn=fn: jnp.sum(jnp.sin(fn(x, k))), argnums=(0, 1))(x, k)
+    if reference is None:
+      reference = (out, grads)
+      continue
+    np.testing.assert_allclose(out, reference[0], rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, reference[1]):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_fast_dcgan_paths_give_the_same_outputs_and_gradients():

@@ -210,6 +210,42 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, conv_impl: str = "
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, cout)
 
 
+@jax.custom_vjp
+def _upsample_by_phases_tap(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return conv_transpose_by_phases(x, kernel, "xla")
+
+
+def _upsample_by_phases_tap_fwd(x, kernel):
+  return conv_transpose_by_phases(x, kernel, "xla"), (x, kernel)
+
+
+def _upsample_by_phases_tap_bwd(residuals, dy):
+  """ConvTranspose(4, 2, 1) with kernel K is the adjoint of Conv(4, stride 2, padding 1) with
+  K's in/out axes swapped (Ks): <convT(x, K), dy> = <x, conv(dy, Ks)>. So its input gradient
+  is conv(dy, Ks), a stride-2 convolution (no phase form's extra windows), and its kernel
+  gradient is that convolution's tap-matmul kernel gradient with x as the output gradient."""
+  x, kernel = residuals
+  swapped = jnp.swapaxes(kernel, 2, 3)
+  dx = _lax_conv(dy, swapped, (2, 2), ((1, 1), (1, 1)))
+  dk = tap_kernel_grad(dy, x, swapped.shape, (2, 2), ((1, 1), (1, 1)))
+  return dx.astype(x.dtype), jnp.swapaxes(dk, 2, 3).astype(kernel.dtype)
+
+
+_upsample_by_phases_tap.defvjp(_upsample_by_phases_tap_fwd, _upsample_by_phases_tap_bwd)
+
+
+def upsample_by_phases(x: jax.Array, kernel: jax.Array, conv_impl: str = "auto") -> jax.Array:
+  """`conv_transpose_by_phases` for training: with the tap-matmul implementation (`conv_impl`
+  "auto" on CPU) its gradients are those of the equivalent stride-2 convolution (input
+  gradient: that convolution of dy; kernel gradient: its tap-matmul kernel gradient), which
+  compute no extra windows and run faster on XLA:CPU than the phase form's own."""
+  b, h, w, cin = x.shape
+  macs = b * 4 * h * w * 4 * cin * kernel.shape[-1]
+  if resolve_conv_impl(conv_impl, macs) == "tap_matmul":
+    return _upsample_by_phases_tap(x, kernel)
+  return conv_transpose_by_phases(x, kernel, conv_impl)
+
+
 def depth_to_space(x: jax.Array, cout: int) -> jax.Array:
   b, h, w, _ = x.shape
   x = x.reshape(b, h, w, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
@@ -232,7 +268,7 @@ class Upsample2x(nn.Module):
   convolution and depth-to-space; `"transpose"`: the textbook input-dilated
   convolution (cuDNN's own transposed convolution on GPU). `"auto"` picks by
   backend and compute dtype (`resolve_upsample_impl`). `conv_impl` is `conv`'s
-  (kernel-gradient) implementation for the phase form.
+  (kernel-gradient) implementation for the phase form (its gradients: `upsample_by_phases`).
   """
   features: int
   impl: str = "auto"
@@ -245,7 +281,7 @@ class Upsample2x(nn.Module):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     impl = resolve_upsample_impl(self.impl, x.dtype)
     if impl == "phase":
-      return conv_transpose_by_phases(x, kernel, self.conv_impl)
+      return upsample_by_phases(x, kernel, self.conv_impl)
     if impl == "subpixel":
       y = jax.lax.conv_general_dilated(
           x, subpixel_kernel(kernel), window_strides=(1, 1), padding=((1, 1), (1, 1)),
