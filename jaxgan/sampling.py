@@ -122,6 +122,7 @@ def calibrate_discriminator(state: GANState, real: jax.Array, rng: jax.Array, *,
                      f"{', '.join(map(str, state.data_shape))}]")
   if int(steps) < 1 or int(batch_size) < 1:
     raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+  real = jnp.asarray(real)  # a NumPy array cannot be indexed by the traced step's indices
   optimizer = optax.adam(optax.linear_schedule(lr, 0.0, int(steps)), b1=b1)
   num = int(batch_size) * state.pack
 

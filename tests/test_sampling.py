@@ -112,3 +112,21 @@ def test_rejection_sampling_errors_name_the_fix():
     sampling.rejection_sample(state, jax.random.key(0), 10, shift_quantile=1.5)
   with pytest.raises(ValueError, match="class-conditional GAN .* not supported"):
     sampling.rejection_sample(state.replace(num_classes=10), jax.random.key(0), 10)
+
+
+def test_drs_runs_on_a_dcgan_with_numpy_real_images():
+  """The image path: a BatchNorm DCGAN (D in inference mode), real images as a NumPy array
+  (as a data pipeline gives them), a few calibration steps, then filtered samples."""
+  from helpers import tiny_dcgan_state
+
+  state = tiny_dcgan_state()
+  real = np.random.default_rng(0).uniform(-1, 1, (64, *state.data_shape)).astype(np.float32)
+  calibrated = sampling.calibrate_discriminator(state, real, jax.random.key(0), steps=3,
+                                                batch_size=16)
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), calibrated.d_params,
+                         state.d_params)
+  assert all(jax.tree.leaves(changed))
+  samples, stats = sampling.rejection_sample(calibrated, jax.random.key(1), 8, batch_size=32,
+                                             burn_in=32)
+  assert samples.shape == (8, *state.data_shape) and np.all(np.isfinite(samples))
+  assert 0 < stats.acceptance <= 1
