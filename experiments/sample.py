@@ -1,6 +1,11 @@
 """Draw a grid of samples (or latent interpolations) from a run's latest checkpoint.
 
     python -m experiments.sample --workdir=DIR [--num=64] [--out=grid.png] [--interpolate]
+    python -m experiments.sample --workdir=DIR --drs [--drs_steps=1000] [--drs_real=10000]
+
+`--drs` filters G's samples by discriminator rejection sampling (`jaxgan.sampling`): D is
+first trained alone against the fixed G on real images of the run's dataset, then each
+sample of G is kept with the probability D's calibrated logit gives it.
 """
 
 import math
@@ -18,26 +23,58 @@ flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_bool("interpolate", False, "Rows interpolate (slerp) between two random latents.")
 flags.DEFINE_integer("columns", 8, "Images per row.")
+flags.DEFINE_bool("drs", False, "Discriminator rejection sampling: keep the samples D accepts.")
+flags.DEFINE_integer("drs_steps", 1000, "DRS: steps of D's calibration against the fixed G.")
+flags.DEFINE_integer("drs_batch_size", 64, "DRS: real (and as many generated) images per "
+                     "calibration step.")
+flags.DEFINE_integer("drs_real", 10_000, "DRS: real images of the run's dataset to calibrate on.")
+flags.DEFINE_integer("drs_candidates", 1000, "DRS: samples of G scored at a time.")
+flags.DEFINE_float("drs_shift_quantile", None, "DRS: Azadi et al.'s shifted filter (e.g. 0.95); "
+                   "default: exact rejection sampling.")
 
 
 def main(argv):
   del argv
-  from jaxgan import latents, summary, trainer
+  from jaxgan import latents, sampling, summary, trainer
   from jaxgan.errors import ConfigError
 
   trainer.quiet_library_logs()
   if FLAGS.num < 1 or FLAGS.columns < 1:
     raise ConfigError("--num and --columns must be >= 1")
-  generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step)
-  rng = jax.random.key(FLAGS.seed)
-  if FLAGS.interpolate:
-    rows = math.ceil(FLAGS.num / FLAGS.columns)
-    z = trainer.interpolation_latents(rng, rows, FLAGS.columns, config.latent_dim)
+  if FLAGS.drs:
+    if FLAGS.interpolate:
+      raise ConfigError("--drs filters random samples; it cannot be combined with --interpolate")
+    if min(FLAGS.drs_steps, FLAGS.drs_batch_size, FLAGS.drs_real, FLAGS.drs_candidates) < 1:
+      raise ConfigError("--drs_steps, --drs_batch_size, --drs_real and --drs_candidates must "
+                        "be >= 1")
+    state, config = trainer.load_state(FLAGS.workdir, FLAGS.step)
+    real = trainer.real_images(config, FLAGS.drs_real, FLAGS.seed)
+    if len(real) == 0:
+      raise ConfigError("--drs needs real images, and the run's dataset gave none")
+    calibrate, draw = jax.random.split(jax.random.key(FLAGS.seed))
+    try:
+      state = sampling.calibrate_discriminator(state, real, calibrate, steps=FLAGS.drs_steps,
+                                               batch_size=FLAGS.drs_batch_size)
+      images, stats = sampling.rejection_sample(
+          state, draw, FLAGS.num, batch_size=FLAGS.drs_candidates, burn_in=FLAGS.drs_candidates,
+          shift_quantile=FLAGS.drs_shift_quantile)
+    except ValueError as e:
+      raise ConfigError(f"--drs: {e}") from None
+    print(f"DRS: calibrated D on {len(real)} real images for {FLAGS.drs_steps} steps; kept "
+          f"{stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})")
+    images = images[:FLAGS.num]
   else:
-    z = latents(rng, FLAGS.num, config.latent_dim)
-  grid = summary.image_grid(jax.device_get(generate(z)), columns=FLAGS.columns)
+    generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step)
+    rng = jax.random.key(FLAGS.seed)
+    if FLAGS.interpolate:
+      rows = math.ceil(FLAGS.num / FLAGS.columns)
+      z = trainer.interpolation_latents(rng, rows, FLAGS.columns, config.latent_dim)
+    else:
+      z = latents(rng, FLAGS.num, config.latent_dim)
+    images = jax.device_get(generate(z))
+  grid = summary.image_grid(images, columns=FLAGS.columns)
   summary.save_png(FLAGS.out, grid)
-  print(f"wrote {FLAGS.out} ({z.shape[0]} images)")
+  print(f"wrote {FLAGS.out} ({len(images)} images)")
 
 
 if __name__ == "__main__":

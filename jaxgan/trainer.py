@@ -446,13 +446,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   return last
 
 
-def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema: bool = True):
-  """(generate, config) from a run's checkpoint: `generate(z)` maps [N, latent_dim] noise to
-  images in [-1, 1].
-
-  Reads only G's parameters, BatchNorm statistics and EMA (no optimizer state);
-  uses the EMA parameters when the run kept them (and `use_ema`).
-  """
+def _open_checkpoints(workdir: str | pathlib.Path, step: int | None) -> Checkpointer:
+  """A read-only Checkpointer of a run's checkpoints, with `step` (None: the newest) present."""
   directory = pathlib.Path(workdir).expanduser() / "checkpoints"
   if not directory.is_dir():
     raise ConfigError(f"no checkpoint in {directory}; train first or fix --workdir")
@@ -461,6 +456,17 @@ def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema
     raise ConfigError(f"no checkpoint in {checkpointer.directory}; train first or fix --workdir")
   if step is not None and step not in checkpointer.all_steps():
     raise ConfigError(f"no checkpoint at step {step}; available: {checkpointer.all_steps()}")
+  return checkpointer
+
+
+def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema: bool = True):
+  """(generate, config) from a run's checkpoint: `generate(z)` maps [N, latent_dim] noise to
+  images in [-1, 1].
+
+  Reads only G's parameters, BatchNorm statistics and EMA (no optimizer state);
+  uses the EMA parameters when the run kept them (and `use_ema`).
+  """
+  checkpointer = _open_checkpoints(workdir, step)
   config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
   g = checkpointer.restore_generator(step)
   checkpointer.close()
@@ -468,6 +474,29 @@ def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema
                                   g.get("g_ema_batch_stats"), use_ema=use_ema)
   module = make_generator(config)
   return jax.jit(lambda z: module.apply(variables, z, train=False)), config
+
+
+def load_state(workdir: str | pathlib.Path, step: int | None = None
+               ) -> tuple[GANState, ml_collections.ConfigDict]:
+  """(state, config): the whole state of a run's checkpoint (G and D with their BatchNorm
+  statistics, the EMA, the optimizers), for what needs D as well as G, such as
+  discriminator rejection sampling (`jaxgan.sampling`)."""
+  checkpointer = _open_checkpoints(workdir, step)
+  config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
+  restored = checkpointer.restore(create_state_from_config(config, jax.random.key(0)), step)
+  checkpointer.close()
+  if restored is None:
+    raise ConfigError(f"no readable checkpoint in {pathlib.Path(workdir) / 'checkpoints'}")
+  return restored[0], config
+
+
+def real_images(config: ml_collections.ConfigDict, num: int, seed: int = 0) -> np.ndarray:
+  """float32 [n, S, S, C] in [-1, 1]: up to `num` readable images of the run's dataset,
+  prepared as training prepares them, drawn without replacement."""
+  pipeline = make_pipeline(config)
+  size = len(pipeline.source)
+  indices = np.random.default_rng(seed).choice(size, size=min(int(num), size), replace=False)
+  return pipeline.images(indices).astype(np.float32) / 127.5 - 1.0
 
 
 def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: int) -> jax.Array:

@@ -103,6 +103,17 @@ def test_cli_smoke_run_and_sample(tmp_path):
               "--interpolate", "--columns=4")
   assert r.returncode == 0, r.stderr[-3000:]
   assert Image.open(out).size == (4 * 32 + 3, 3 * 32 + 2)
+  # Discriminator rejection sampling: D calibrated on the run's (synthetic) images, then filtered.
+  r = run_cli("experiments.sample", f"--workdir={workdir}", "--num=4", f"--out={out}", "--drs",
+              "--drs_steps=3", "--drs_real=32", "--drs_batch_size=8", "--drs_candidates=64",
+              "--columns=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "DRS: calibrated D on 32 real images for 3 steps; kept" in r.stdout
+  assert Image.open(out).size == (4 * 32 + 3, 32)
+  r = run_cli("experiments.sample", f"--workdir={workdir}", "--drs", "--interpolate")
+  assert r.returncode != 0
+  assert r.stderr.strip().splitlines()[-1] == (
+      "error: --drs filters random samples; it cannot be combined with --interpolate")
 
 
 @pytest.mark.parametrize("args,message", [
