@@ -62,7 +62,6 @@ def main(argv):
       raise ConfigError(f"--drs: {e}") from None
     print(f"DRS: calibrated D on {len(real)} real images for {FLAGS.drs_steps} steps; kept "
           f"{stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})")
-    images = images[:FLAGS.num]
   else:
     generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step)
     rng = jax.random.key(FLAGS.seed)

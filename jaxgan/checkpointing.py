@@ -35,6 +35,7 @@ class Checkpointer:
   def __init__(self, directory: str | pathlib.Path, keep: int = 3, asynchronous: bool = True,
                read_only: bool = False):
     self.directory = pathlib.Path(directory).expanduser().resolve()
+    self.read_only = read_only
     self.manager = ocp.CheckpointManager(
         self.directory,
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
@@ -88,8 +89,8 @@ class Checkpointer:
                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         unreadable.append(s)
         continue
-      if unreadable and jax.process_index() == 0:
-        self._quarantine(unreadable)
+      if unreadable and not self.read_only and jax.process_index() == 0:
+        self._quarantine(unreadable)  # a read-only reader (sampling, evaluation) moves nothing
       return state, dict(out["meta"])
     return None
 

@@ -269,6 +269,11 @@ def preprocess(image: np.ndarray | Image.Image, image_size: int, channels: int,
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+  """uint8 pixels -> float32 in [-1, 1], as G's tanh output and D's inputs are."""
+  return images.astype(np.float32) / 127.5 - 1.0
+
+
 class ImagePipeline:
   """Deterministic, resumable batches of float32 images in [-1, 1], NHWC.
 
@@ -363,8 +368,7 @@ class ImagePipeline:
     """This process's rows of global batch `t`: {"image": float32 [B_local, S, S, C] in [-1, 1]}."""
     images = list(self._pool.map(self._load_good, self._indices(t)))
     self._check_bad_fraction()
-    x = np.stack(images).astype(np.float32)
-    return {"image": x / 127.5 - 1.0}
+    return {"image": to_unit_range(np.stack(images))}
 
   def iterate(self, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Batches start, start+1, ... prepared `prefetch` ahead in a background thread."""

@@ -446,8 +446,10 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   return last
 
 
-def _open_checkpoints(workdir: str | pathlib.Path, step: int | None) -> Checkpointer:
-  """A read-only Checkpointer of a run's checkpoints, with `step` (None: the newest) present."""
+def _open_checkpoints(workdir: str | pathlib.Path, step: int | None
+                      ) -> tuple[Checkpointer, ml_collections.ConfigDict]:
+  """(a read-only Checkpointer of a run's checkpoints, with `step` (None: the newest) present,
+  the run's config as saved with that step)."""
   directory = pathlib.Path(workdir).expanduser() / "checkpoints"
   if not directory.is_dir():
     raise ConfigError(f"no checkpoint in {directory}; train first or fix --workdir")
@@ -456,7 +458,7 @@ def _open_checkpoints(workdir: str | pathlib.Path, step: int | None) -> Checkpoi
     raise ConfigError(f"no checkpoint in {checkpointer.directory}; train first or fix --workdir")
   if step is not None and step not in checkpointer.all_steps():
     raise ConfigError(f"no checkpoint at step {step}; available: {checkpointer.all_steps()}")
-  return checkpointer
+  return checkpointer, ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
 
 
 def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema: bool = True):
@@ -466,8 +468,7 @@ def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema
   Reads only G's parameters, BatchNorm statistics and EMA (no optimizer state);
   uses the EMA parameters when the run kept them (and `use_ema`).
   """
-  checkpointer = _open_checkpoints(workdir, step)
-  config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
+  checkpointer, config = _open_checkpoints(workdir, step)
   g = checkpointer.restore_generator(step)
   checkpointer.close()
   variables = generator_variables(g["g_params"], g.get("g_batch_stats"), g.get("g_ema_params"),
@@ -481,8 +482,7 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None
   """(state, config): the whole state of a run's checkpoint (G and D with their BatchNorm
   statistics, the EMA, the optimizers), for what needs D as well as G, such as
   discriminator rejection sampling (`jaxgan.sampling`)."""
-  checkpointer = _open_checkpoints(workdir, step)
-  config = ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
+  checkpointer, config = _open_checkpoints(workdir, step)
   restored = checkpointer.restore(create_state_from_config(config, jax.random.key(0)), step)
   checkpointer.close()
   if restored is None:
@@ -496,7 +496,7 @@ def real_images(config: ml_collections.ConfigDict, num: int, seed: int = 0) -> n
   pipeline = make_pipeline(config)
   size = len(pipeline.source)
   indices = np.random.default_rng(seed).choice(size, size=min(int(num), size), replace=False)
-  return pipeline.images(indices).astype(np.float32) / 127.5 - 1.0
+  return input_pipeline.to_unit_range(pipeline.images(indices))
 
 
 def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: int) -> jax.Array:

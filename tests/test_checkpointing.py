@@ -1,4 +1,6 @@
-"""Checkpoints written by an older jaxgan still restore."""
+"""Checkpoints written by an older jaxgan still restore; read-only restores change nothing."""
+
+import shutil
 
 import jax
 import numpy as np
@@ -45,3 +47,31 @@ def test_a_checkpoint_without_the_ema_batch_norm_statistics_restores(tmp_path, c
                        jax.tree.leaves(state.g_ema_batch_stats)):
     np.testing.assert_array_equal(got, want)
   checkpointer.close()
+
+
+def test_a_read_only_restore_skips_a_damaged_checkpoint_without_moving_it(tmp_path):
+  """Readers (sampling, evaluation) fall back past a damaged newest checkpoint and leave the
+  workdir as it is; only a writer quarantines it, out of the way of its next saves."""
+  state = mlp_state_with_ema()
+  directory = tmp_path / "checkpoints"
+  writer = Checkpointer(directory, asynchronous=False)
+  for step in (1, 2):
+    writer.save(step, state.replace(step=jax.numpy.asarray(step)), {})
+  writer.wait()
+  writer.close()
+  state_dir = directory / "2" / "state"
+  for p in [state_dir / "manifest.ocdbt", *state_dir.glob("ocdbt.process_*")]:
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+  reader = Checkpointer(directory, asynchronous=False, read_only=True)
+  restored, meta = reader.restore(mlp_state_with_ema())
+  reader.close()
+  assert int(restored.step) == 1
+  assert (directory / "2").is_dir() and not (tmp_path / "corrupt_checkpoints").exists()
+
+  writer = Checkpointer(directory, asynchronous=False)
+  restored, meta = writer.restore(mlp_state_with_ema())
+  writer.close()
+  assert int(restored.step) == 1
+  assert not (directory / "2").exists()
+  assert len(list((tmp_path / "corrupt_checkpoints").iterdir())) == 1
