@@ -1,4 +1,5 @@
-"""What the entry points share: flag parsing and jaxgan errors reported as one line, exit 2."""
+"""What the entry points share: flag parsing, jaxgan errors reported as one line (exit 2), and
+the flags of discriminator rejection sampling."""
 
 import sys
 
@@ -38,3 +39,34 @@ def run(main) -> None:
       _fail(str(e))
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def define_drs_flags() -> None:
+  """--drs and its settings, for the programs that draw a run's samples (sample, evaluate)."""
+  flags.DEFINE_bool("drs", False, "Discriminator rejection sampling: keep the samples D accepts.")
+  flags.DEFINE_integer("drs_steps", 1000, "DRS: steps of D's calibration against the fixed G.")
+  flags.DEFINE_integer("drs_batch_size", 64, "DRS: real (and as many generated) images per "
+                       "calibration step.")
+  flags.DEFINE_integer("drs_real", 10_000, "DRS: real images of the run's dataset to calibrate "
+                       "on.")
+  flags.DEFINE_integer("drs_candidates", 1000, "DRS: samples of G scored at a time.")
+  flags.DEFINE_float("drs_shift_quantile", None, "DRS: Azadi et al.'s shifted filter (e.g. "
+                     "0.95); default: exact rejection sampling.")
+
+
+def drs_sampler(workdir: str, step, seed: int, use_ema: bool = True):
+  """(sampler, config, real images used): `jaxgan.trainer.drs_sampler` with the --drs_*
+  flags, after checking them; prints what the calibration used."""
+  from jaxgan import trainer
+  from jaxgan.errors import ConfigError
+
+  f = flags.FLAGS
+  if min(f.drs_steps, f.drs_batch_size, f.drs_real, f.drs_candidates) < 1:
+    raise ConfigError("--drs_steps, --drs_batch_size, --drs_real and --drs_candidates must be "
+                      ">= 1")
+  sampler, config, num_real = trainer.drs_sampler(
+      workdir, step, calibration_steps=f.drs_steps, batch_size=f.drs_batch_size,
+      num_real=f.drs_real, candidates=f.drs_candidates, shift_quantile=f.drs_shift_quantile,
+      seed=seed, use_ema=use_ema)
+  print(f"DRS: calibrated D on {num_real} real images for {f.drs_steps} steps")
+  return sampler, config, num_real

@@ -2,6 +2,11 @@
 
     python -m experiments.evaluate --workdir=DIR [--num_samples=10000] [--step=N] \
         [--weights=pt_inception-2015-12-05-6726825d.pth] [--features=inception] [--noema]
+    python -m experiments.evaluate --workdir=DIR --drs [--drs_steps=1000] [--drs_real=10000]
+
+`--drs` scores the samples discriminator rejection sampling keeps (`jaxgan.sampling`; D is
+first calibrated against the fixed G on real images of the run's dataset) and writes
+WORKDIR/eval/<step>-drs.json, beside the plain evaluation, which it leaves as it is.
 
 Settings not given as flags come from the run's config (its `eval` section).
 The reference features of the run's dataset are computed once and cached.
@@ -22,18 +27,25 @@ flags.DEFINE_string("split", None, "Reference split of a tfds dataset (default: 
 flags.DEFINE_integer("batch_size", None, "Images per feature-network batch.")
 flags.DEFINE_bool("ema", True, "Score the EMA generator when the run keeps one.")
 flags.DEFINE_bool("download", True, "Download the FID weights when they are nowhere on disk.")
+flags.DEFINE_integer("seed", 0, "--drs: the seed of D's calibration and of the sampler.")
+cli.define_drs_flags()
 
 
 def main(argv):
   del argv
+  import jax
   import ml_collections
 
   from jaxgan import evaluation, parallel, trainer
   from jaxgan.checkpointing import Checkpointer
+  from jaxgan.errors import ConfigError
 
   trainer.quiet_library_logs()
   parallel.initialize_distributed("auto")
-  generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
+  if FLAGS.drs:
+    sampler, config, num_real = cli.drs_sampler(FLAGS.workdir, FLAGS.step, FLAGS.seed, use_ema=FLAGS.ema)
+  else:
+    generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
   step = FLAGS.step
   if step is None:
     checkpoints = Checkpointer(f"{FLAGS.workdir}/checkpoints", asynchronous=False, read_only=True)
@@ -48,8 +60,26 @@ def main(argv):
   config.eval = e
   evaluator = evaluation.Evaluator(config)
   ema = FLAGS.ema and bool(config.get("ema_decay", 0))
-  result = evaluator(generate, step, ema=ema)
-  path = evaluation.write_result(FLAGS.workdir, result)
+  if FLAGS.drs:
+    def sample(start, stop):
+      try:
+        return sampler.sample(stop - start)
+      except ValueError as e:
+        raise ConfigError(f"--drs: {e}") from None
+
+    drs = {"calibration_steps": FLAGS.drs_steps, "calibration_batch_size": FLAGS.drs_batch_size,
+           "real_images": num_real, "candidates_per_batch": FLAGS.drs_candidates,
+           "shift_quantile": FLAGS.drs_shift_quantile, "seed": FLAGS.seed}
+    result = evaluator.score(sample, step, {"ema": ema, "sampler": "discriminator rejection "
+                                            "sampling (Azadi et al. 2019)", "drs": drs})
+    stats = sampler.stats
+    result["protocol"]["drs"].update(accepted=stats.accepted, candidates=stats.candidates,
+               acceptance=round(stats.acceptance, 6))
+    print(f"DRS: kept {stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})"
+          + (" on process 0" if jax.process_count() > 1 else ""))
+  else:
+    result = evaluator(generate, step, ema=ema)
+  path = evaluation.write_result(FLAGS.workdir, result, suffix="-drs" if FLAGS.drs else "")
   for key, reason in result["skipped"].items():
     print(f"{key} not computed: {reason}")
   print(f"{evaluation.summary_line(result)} -> {path}")

@@ -23,19 +23,12 @@ flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_bool("interpolate", False, "Rows interpolate (slerp) between two random latents.")
 flags.DEFINE_integer("columns", 8, "Images per row.")
-flags.DEFINE_bool("drs", False, "Discriminator rejection sampling: keep the samples D accepts.")
-flags.DEFINE_integer("drs_steps", 1000, "DRS: steps of D's calibration against the fixed G.")
-flags.DEFINE_integer("drs_batch_size", 64, "DRS: real (and as many generated) images per "
-                     "calibration step.")
-flags.DEFINE_integer("drs_real", 10_000, "DRS: real images of the run's dataset to calibrate on.")
-flags.DEFINE_integer("drs_candidates", 1000, "DRS: samples of G scored at a time.")
-flags.DEFINE_float("drs_shift_quantile", None, "DRS: Azadi et al.'s shifted filter (e.g. 0.95); "
-                   "default: exact rejection sampling.")
+cli.define_drs_flags()
 
 
 def main(argv):
   del argv
-  from jaxgan import latents, sampling, summary, trainer
+  from jaxgan import latents, summary, trainer
   from jaxgan.errors import ConfigError
 
   trainer.quiet_library_logs()
@@ -44,24 +37,13 @@ def main(argv):
   if FLAGS.drs:
     if FLAGS.interpolate:
       raise ConfigError("--drs filters random samples; it cannot be combined with --interpolate")
-    if min(FLAGS.drs_steps, FLAGS.drs_batch_size, FLAGS.drs_real, FLAGS.drs_candidates) < 1:
-      raise ConfigError("--drs_steps, --drs_batch_size, --drs_real and --drs_candidates must "
-                        "be >= 1")
-    state, config = trainer.load_state(FLAGS.workdir, FLAGS.step)
-    real = trainer.real_images(config, FLAGS.drs_real, FLAGS.seed)
-    if len(real) == 0:
-      raise ConfigError("--drs needs real images, and the run's dataset gave none")
-    calibrate, draw = jax.random.split(jax.random.key(FLAGS.seed))
+    sampler, config, _ = cli.drs_sampler(FLAGS.workdir, FLAGS.step, FLAGS.seed)
     try:
-      state = sampling.calibrate_discriminator(state, real, calibrate, steps=FLAGS.drs_steps,
-                                               batch_size=FLAGS.drs_batch_size)
-      images, stats = sampling.rejection_sample(
-          state, draw, FLAGS.num, batch_size=FLAGS.drs_candidates, burn_in=FLAGS.drs_candidates,
-          shift_quantile=FLAGS.drs_shift_quantile)
+      images = sampler.sample(FLAGS.num)
     except ValueError as e:
       raise ConfigError(f"--drs: {e}") from None
-    print(f"DRS: calibrated D on {len(real)} real images for {FLAGS.drs_steps} steps; kept "
-          f"{stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})")
+    stats = sampler.stats
+    print(f"DRS: kept {stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})")
   else:
     generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step)
     rng = jax.random.key(FLAGS.seed)

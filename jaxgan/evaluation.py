@@ -5,8 +5,9 @@ reference features of the run's dataset, computed once and cached under
 `<cache>/reference/`, keyed by the data source, split, crop, image size, number
 of images and the network's weights. `evaluator(generate_fn, step)` draws
 `eval.num_samples` images from a fixed noise set, scores them, and returns
-the metrics with the protocol that produced them; `write_result` stores them as
-`eval/<step>.json`. The training loop (`config.eval_every`) and
+the metrics with the protocol that produced them (`evaluator.score(sample_fn, ...)`
+scores any other sampler, such as discriminator rejection sampling); `write_result` stores
+them as `eval/<step>.json`. The training loop (`config.eval_every`) and
 `python -m experiments.evaluate` both use it.
 
 Metric names: with the official FID Inception weights, `fid`, `kid`, `is`,
@@ -182,16 +183,18 @@ def evaluation_noise(seed: int, start: int, stop: int, latent_dim: int) -> jax.A
   return _noise(key, jnp.arange(start, stop), latent_dim)
 
 
-def generated_outputs(generate_fn: Callable[[jax.Array], jax.Array], network, num: int,
-                      latent_dim: int, seed: int, batch_size: int) -> dict[str, np.ndarray]:
-  """The network's outputs on `num` generated images; `generate_fn(z)` gives images in [-1, 1]."""
+def generated_outputs(sample_fn: Callable[[int, int], jax.Array | np.ndarray], network, num: int,
+                      batch_size: int) -> dict[str, np.ndarray]:
+  """The network's outputs on `num` generated images, `batch_size` at a time.
+
+  `sample_fn(start, stop)` gives images in [-1, 1] of samples start..stop-1, or more rows
+  (a whole batch), of which the first stop - start are used. Each process draws its share.
+  """
   lo, hi, per = _process_share(num)
   outputs: list[dict] = []
   for start in range(lo, hi, batch_size):
     stop = min(hi, start + batch_size)
-    # Whole batches keep one compiled shape: the last one is filled up, then cut.
-    z = evaluation_noise(seed, start, start + batch_size, latent_dim)
-    images = np.asarray(features_lib.to_uint8(generate_fn(z)))[:stop - start]
+    images = np.asarray(features_lib.to_uint8(sample_fn(start, stop)))[:stop - start]
     outputs.append(network(images))
   keys = [k for k in (network.feature_key, network.logits_key) if k]
   return {k: _gather(np.concatenate([o[k] for o in outputs]), per) for k in keys}
@@ -211,10 +214,23 @@ class Evaluator:
 
   def __call__(self, generate_fn: Callable[[jax.Array], jax.Array], step: int,
                ema: bool = False) -> dict:
+    """Scores `generate_fn(z)` (images in [-1, 1]) on the protocol's fixed noise."""
+    e = self.e
+
+    def sample(start, stop):
+      # Whole batches keep one compiled shape: the last one is filled up, then cut.
+      return generate_fn(evaluation_noise(e.seed, start, start + e.batch_size,
+                                          self.config.latent_dim))
+
+    return self.score(sample, step, {"ema": bool(ema), "sample_seed": e.seed})
+
+  def score(self, sample_fn: Callable[[int, int], jax.Array | np.ndarray], step: int,
+            sampler: dict) -> dict:
+    """Scores the images `sample_fn(start, stop)` draws (see `generated_outputs`); `sampler`
+    describes how they were drawn, for the result's protocol."""
     e, net = self.e, self.network
     t0 = time.perf_counter()
-    out = generated_outputs(generate_fn, net, e.num_samples, self.config.latent_dim, e.seed,
-                            e.batch_size)
+    out = generated_outputs(sample_fn, net, e.num_samples, e.batch_size)
     fake, real = out[net.feature_key], self.reference.features
     metrics: dict[str, float] = {}
     skipped: dict[str, str] = {}
@@ -242,7 +258,7 @@ class Evaluator:
       skipped[names["precision"]] = f"needs more than {e.pr_k} reference images"
     protocol = {
         "feature_network": net.name, "is_fid": bool(net.is_fid), "weights_sha256": net.digest,
-        "num_samples": int(len(fake)), "ema": bool(ema), "sample_seed": e.seed,
+        "num_samples": int(len(fake)), **sampler,
         "reference": self.reference.protocol,
         "kid": {"subsets": e.kid_subsets,
                 "subset_size": min(e.kid_subset_size, len(fake), len(real)),
@@ -258,11 +274,11 @@ class Evaluator:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def write_result(workdir: str | pathlib.Path, result: dict) -> pathlib.Path:
-  """Writes `eval/<step>.json` atomically; returns its path."""
+def write_result(workdir: str | pathlib.Path, result: dict, suffix: str = "") -> pathlib.Path:
+  """Writes `eval/<step><suffix>.json` atomically; returns its path."""
   directory = pathlib.Path(workdir) / "eval"
   directory.mkdir(parents=True, exist_ok=True)
-  path = directory / f"{result['step']}.json"
+  path = directory / f"{result['step']}{suffix}.json"
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(result, indent=2) + "\n")
   tmp.replace(path)

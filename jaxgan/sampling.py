@@ -151,53 +151,86 @@ def _candidates(state: GANState, key: jax.Array, num: int, partners):
   return x, sample_scores(state, x, partners)
 
 
+class RejectionSampler:
+  """Draws samples of G that pass D's rejection test, as many calls as needed, with one
+  running maximum score (Azadi et al.): `sampler.sample(num)` -> [num, *data_shape].
+
+  Calibrate D first (`calibrate_discriminator`). `burn_in` samples of G set the maximum
+  score (raised whenever a larger one turns up); candidates then come `batch_size` at a
+  time, each batch with its own key, so successive calls continue one stream of samples.
+  `shift_quantile`: None is exact rejection sampling (shift 0); q in (0, 1) sets the shift
+  to the q-quantile of F over the burn-in samples (Azadi et al.'s practice; they use 0.95 on
+  images), so that about a fraction 1 - q of the candidates pass with probability above
+  1/2, whatever the scale of D's logits. `stats` counts every call so far.
+  """
+
+  def __init__(self, state: GANState, rng: jax.Array, *, batch_size: int = 10_000,
+               burn_in: int = 10_000, shift_quantile: float | None = None,
+               num_partners: int = 8):
+    _check_unconditional(state)
+    if int(batch_size) < 1 or int(burn_in) < 1 or int(num_partners) < 1:
+      raise ValueError(f"batch_size, burn_in and num_partners must be >= 1, got {batch_size}, "
+                       f"{burn_in} and {num_partners}")
+    if shift_quantile is not None and not 0.0 < shift_quantile < 1.0:
+      raise ValueError(f"shift_quantile must be in (0, 1) or None, got {shift_quantile}")
+    self.state, self.batch_size = state, int(batch_size)
+    k_partners, k_burn, self._key = jax.random.split(rng, 3)
+    self._partners = None
+    if state.pack > 1:
+      partners = generate(state, latents(k_partners, num_partners * (state.pack - 1),
+                                         state.latent_dim))
+      self._partners = partners.reshape(num_partners, state.pack - 1, *state.data_shape)
+    _, burn_scores = _candidates(state, k_burn, int(burn_in), self._partners)
+    self.max_score = float(jnp.max(burn_scores))
+    self.shift = 0.0
+    if shift_quantile is not None:
+      self.shift = float(np.quantile(np.asarray(rejection_logit(burn_scores, self.max_score)),
+                                     shift_quantile))
+    self.accepted = self.candidates = 0
+
+  def sample(self, num: int, max_candidates: int | None = None) -> np.ndarray:
+    """`num` accepted samples; raises ValueError when fewer than `num` pass among
+    `max_candidates` (default 100 x num) candidates of this call."""
+    if int(num) < 1:
+      raise ValueError(f"num must be >= 1, got {num}")
+    max_candidates = 100 * int(num) if max_candidates is None else int(max_candidates)
+    kept, accepted, candidates = [], 0, 0
+    while accepted < num and candidates < max_candidates:
+      key = jax.random.fold_in(self._key, self.candidates)
+      x, scores = _candidates(self.state, key, self.batch_size, self._partners)
+      self.max_score = max(self.max_score, float(jnp.max(scores)))
+      p = acceptance_probability(scores, self.max_score, self.shift)
+      keep = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), p.shape) < p)
+      kept.append(np.asarray(x)[keep])
+      accepted += int(keep.sum())
+      candidates += self.batch_size
+      self.accepted += int(keep.sum())
+      self.candidates += self.batch_size
+    if accepted < num:
+      raise ValueError(f"rejection sampling kept {accepted} of {candidates} candidates, short "
+                       f"of num={num}; raise max_candidates, set a shift_quantile (a softer "
+                       "filter), or calibrate D longer")
+    return np.concatenate(kept)[:num]
+
+  @property
+  def stats(self) -> DRSStats:
+    return DRSStats(accepted=self.accepted, candidates=self.candidates,
+                    acceptance=self.accepted / max(self.candidates, 1),
+                    max_logit=self.max_score, shift=self.shift)
+
+
 def rejection_sample(state: GANState, rng: jax.Array, num: int, *, batch_size: int = 10_000,
                      burn_in: int = 10_000, shift_quantile: float | None = None,
                      num_partners: int = 8, max_candidates: int | None = None
                      ) -> tuple[np.ndarray, DRSStats]:
   """`num` samples of G that pass D's rejection test: ([num, *data_shape], DRSStats).
 
-  Calibrate D first (`calibrate_discriminator`). `burn_in` samples of G set the maximum
-  score (raised whenever a larger one turns up, as in Azadi et al.); candidates then come
-  `batch_size` at a time. `shift_quantile`: None is exact rejection sampling (shift 0);
-  q in (0, 1) sets the shift to the q-quantile of F over the burn-in samples (Azadi et al.'s
-  practice; they use 0.95 on images), so that about a fraction 1 - q of the candidates pass
-  with probability above 1/2, whatever the scale of D's logits. Raises ValueError when fewer
+  One `RejectionSampler` call (see there for the arguments). Raises ValueError when fewer
   than `num` pass among `max_candidates` (default 100 x num) candidates.
   """
-  _check_unconditional(state)
-  if int(num) < 1 or int(batch_size) < 1 or int(burn_in) < 1 or int(num_partners) < 1:
-    raise ValueError(f"num, batch_size, burn_in and num_partners must be >= 1, got {num}, "
-                     f"{batch_size}, {burn_in} and {num_partners}")
-  if shift_quantile is not None and not 0.0 < shift_quantile < 1.0:
-    raise ValueError(f"shift_quantile must be in (0, 1) or None, got {shift_quantile}")
-  max_candidates = 100 * int(num) if max_candidates is None else int(max_candidates)
-  k_partners, k_burn, k_loop = jax.random.split(rng, 3)
-  partners = None
-  if state.pack > 1:
-    partners = generate(state, latents(k_partners, num_partners * (state.pack - 1),
-                                       state.latent_dim))
-    partners = partners.reshape(num_partners, state.pack - 1, *state.data_shape)
-  _, burn_scores = _candidates(state, k_burn, int(burn_in), partners)
-  max_score = float(jnp.max(burn_scores))
-  shift = 0.0
-  if shift_quantile is not None:
-    shift = float(np.quantile(np.asarray(rejection_logit(burn_scores, max_score)),
-                              shift_quantile))
-  kept, accepted, candidates = [], 0, 0
-  while accepted < num and candidates < max_candidates:
-    key = jax.random.fold_in(k_loop, candidates)
-    x, scores = _candidates(state, key, int(batch_size), partners)
-    max_score = max(max_score, float(jnp.max(scores)))
-    p = acceptance_probability(scores, max_score, shift)
-    keep = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), p.shape) < p)
-    kept.append(np.asarray(x)[keep])
-    accepted += int(keep.sum())
-    candidates += int(batch_size)
-  if accepted < num:
-    raise ValueError(f"rejection sampling kept {accepted} of {candidates} candidates, short of "
-                     f"num={num}; raise max_candidates, set a shift_quantile (a softer "
-                     "filter), or calibrate D longer")
-  stats = DRSStats(accepted=accepted, candidates=candidates,
-                   acceptance=accepted / candidates, max_logit=max_score, shift=shift)
-  return np.concatenate(kept)[:num], stats
+  if int(num) < 1:  # before the burn-in's work
+    raise ValueError(f"num must be >= 1, got {num}")
+  sampler = RejectionSampler(state, rng, batch_size=batch_size, burn_in=burn_in,
+                             shift_quantile=shift_quantile, num_partners=num_partners)
+  samples = sampler.sample(num, max_candidates)
+  return samples, sampler.stats

@@ -26,7 +26,8 @@ import ml_collections
 import numpy as np
 
 from jaxgan import augment as augment_lib
-from jaxgan import evaluation, input_pipeline, losses, models, optimizers, parallel, summary
+from jaxgan import (evaluation, input_pipeline, losses, models, optimizers, parallel, sampling,
+                    summary)
 from jaxgan.checkpointing import Checkpointer, WorkdirLock
 from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
@@ -497,6 +498,37 @@ def real_images(config: ml_collections.ConfigDict, num: int, seed: int = 0) -> n
   size = len(pipeline.source)
   indices = np.random.default_rng(seed).choice(size, size=min(int(num), size), replace=False)
   return input_pipeline.to_unit_range(pipeline.images(indices))
+
+
+def drs_sampler(workdir: str | pathlib.Path, step: int | None = None, *,
+                calibration_steps: int = 1000, batch_size: int = 64, num_real: int = 10_000,
+                candidates: int = 1000, shift_quantile: float | None = None, seed: int = 0,
+                use_ema: bool = True
+                ) -> tuple[sampling.RejectionSampler, ml_collections.ConfigDict, int]:
+  """(sampler, config, number of real images used): discriminator rejection sampling (`jaxgan.sampling`) of a run's
+  checkpoint. D is first calibrated against the fixed G (the EMA when kept and `use_ema`)
+  for `calibration_steps` steps of `batch_size` real and generated images, on up to
+  `num_real` real images of the run's dataset; `sampler.sample(n)` then draws G's samples
+  `candidates` at a time and keeps those D accepts. The sampler's stream depends on `seed`
+  and, with several processes, on the process index (each draws its own share)."""
+  state, config = load_state(workdir, step)
+  if not use_ema:
+    state = state.replace(g_ema_params=None, g_ema_batch_stats=None)
+  real = real_images(config, num_real, seed)
+  if len(real) == 0:
+    raise ConfigError("discriminator rejection sampling needs real images, and the run's "
+                      "dataset gave none")
+  calibrate, draw = jax.random.split(jax.random.key(seed))
+  if jax.process_count() > 1:
+    draw = jax.random.fold_in(draw, jax.process_index())
+  try:
+    state = sampling.calibrate_discriminator(state, real, calibrate, steps=calibration_steps,
+                                             batch_size=batch_size)
+    sampler = sampling.RejectionSampler(state, draw, batch_size=candidates, burn_in=candidates,
+                                        shift_quantile=shift_quantile)
+  except ValueError as e:
+    raise ConfigError(f"discriminator rejection sampling: {e}") from None
+  return sampler, config, len(real)
 
 
 def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: int) -> jax.Array:

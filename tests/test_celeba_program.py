@@ -108,7 +108,7 @@ def test_cli_smoke_run_and_sample(tmp_path):
               "--drs_steps=3", "--drs_real=32", "--drs_batch_size=8", "--drs_candidates=64",
               "--columns=4")
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "DRS: calibrated D on 32 real images for 3 steps; kept" in r.stdout
+  assert "DRS: calibrated D on 32 real images for 3 steps\nDRS: kept" in r.stdout
   assert Image.open(out).size == (4 * 32 + 3, 32)
   r = run_cli("experiments.sample", f"--workdir={workdir}", "--drs", "--interpolate")
   assert r.returncode != 0

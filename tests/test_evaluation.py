@@ -55,6 +55,23 @@ def test_training_evaluates_logs_and_keeps_the_best_checkpoint(tmp_path, caplog)
   for k, v in results[6]["metrics"].items():
     assert again["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
 
+  # With --drs it scores the samples rejection sampling keeps, in a file of its own.
+  plain = (workdir / "eval" / "6.json").read_text()
+  r = run_cli("experiments.evaluate", f"--workdir={workdir}", f"--features={TINY}", "--drs",
+              "--drs_steps=3", "--drs_real=32", "--drs_batch_size=8", "--drs_candidates=64",
+              env={"PYTHONPATH": str(pathlib.Path(__file__).parent)})
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "DRS: calibrated D on 32 real images for 3 steps" in r.stdout
+  assert "eval step 6: fd_tiny" in r.stdout and "eval/6-drs.json" in r.stdout
+  drs = json.loads((workdir / "eval" / "6-drs.json").read_text())
+  p = drs["protocol"]
+  assert p["num_samples"] == 48 and "rejection sampling" in p["sampler"]
+  assert p["drs"]["real_images"] == 32 and p["drs"]["calibration_steps"] == 3
+  assert 48 <= p["drs"]["accepted"] <= p["drs"]["candidates"]
+  assert set(drs["metrics"]) == set(results[6]["metrics"])
+  assert drs["metrics"]["fd_tiny"] != again["metrics"]["fd_tiny"]  # other samples
+  assert (workdir / "eval" / "6.json").read_text() == plain  # the plain evaluation stays
+
 
 def test_too_few_samples_skip_the_frechet_distance_with_the_reason(tmp_path):
   config = eval_config(tmp_path, **{"eval.num_samples": 10})

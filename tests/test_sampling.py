@@ -65,6 +65,21 @@ def test_rejection_sampling_draws_the_distribution_d_implies(pack):
   assert soft.var() > x.var() > hard.var()  # a softer filter keeps more of G's spread
 
 
+def test_a_sampler_continues_one_stream_across_calls():
+  # experiments.evaluate --drs draws its samples a batch at a time from one sampler: the first
+  # call is rejection_sample itself, later calls draw new candidates, and the counts add up.
+  state = one_d_gan(Quadratic())
+  sampler = sampling.RejectionSampler(state, jax.random.key(1), batch_size=300, burn_in=300)
+  first, second = sampler.sample(200), sampler.sample(200)
+  alone, alone_stats = sampling.rejection_sample(state, jax.random.key(1), 200, batch_size=300,
+                                                 burn_in=300)
+  np.testing.assert_array_equal(first, alone)
+  assert second.shape == (200, 1) and not np.isin(second, first).any()
+  stats = sampler.stats
+  assert stats.candidates > alone_stats.candidates and stats.candidates % 300 == 0
+  assert stats.accepted >= 400 and stats.acceptance == stats.accepted / stats.candidates
+
+
 def test_packed_scores_average_the_packs_with_x_in_each_slot():
   state = one_d_gan(Linear(), pack=2)
   state = state.replace(d_params={"Dense_0": {"kernel": jnp.array([[2.0], [-3.0]]),
