@@ -43,7 +43,8 @@ def main(argv):
   trainer.quiet_library_logs()
   parallel.initialize_distributed("auto")
   if FLAGS.drs:
-    sampler, config, num_real = cli.drs_sampler(FLAGS.workdir, FLAGS.step, FLAGS.seed, use_ema=FLAGS.ema)
+    sampler, config, num_real = cli.drs_sampler(FLAGS.workdir, FLAGS.step, FLAGS.seed,
+                                                use_ema=FLAGS.ema)
   else:
     generate, config = trainer.load_generator(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
   step = FLAGS.step
@@ -74,7 +75,7 @@ def main(argv):
                                             "sampling (Azadi et al. 2019)", "drs": drs})
     stats = sampler.stats
     result["protocol"]["drs"].update(accepted=stats.accepted, candidates=stats.candidates,
-               acceptance=round(stats.acceptance, 6))
+                                     acceptance=round(stats.acceptance, 6))
     print(f"DRS: kept {stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})"
           + (" on process 0" if jax.process_count() > 1 else ""))
   else:

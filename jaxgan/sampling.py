@@ -194,18 +194,17 @@ class RejectionSampler:
     if int(num) < 1:
       raise ValueError(f"num must be >= 1, got {num}")
     max_candidates = 100 * int(num) if max_candidates is None else int(max_candidates)
-    kept, accepted, candidates = [], 0, 0
-    while accepted < num and candidates < max_candidates:
+    kept, accepted0, candidates0 = [], self.accepted, self.candidates
+    while self.accepted - accepted0 < num and self.candidates - candidates0 < max_candidates:
       key = jax.random.fold_in(self._key, self.candidates)
       x, scores = _candidates(self.state, key, self.batch_size, self._partners)
       self.max_score = max(self.max_score, float(jnp.max(scores)))
       p = acceptance_probability(scores, self.max_score, self.shift)
       keep = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), p.shape) < p)
       kept.append(np.asarray(x)[keep])
-      accepted += int(keep.sum())
-      candidates += self.batch_size
       self.accepted += int(keep.sum())
       self.candidates += self.batch_size
+    accepted, candidates = self.accepted - accepted0, self.candidates - candidates0
     if accepted < num:
       raise ValueError(f"rejection sampling kept {accepted} of {candidates} candidates, short "
                        f"of num={num}; raise max_candidates, set a shift_quantile (a softer "
