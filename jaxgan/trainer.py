@@ -509,8 +509,9 @@ def drs_sampler(workdir: str | pathlib.Path, step: int | None = None, *,
   (`jaxgan.sampling`) of a run's checkpoint. D is first calibrated against the fixed G
   (the EMA when kept and `use_ema`) for `calibration_steps` steps of `batch_size` real and
   generated images, on up to `num_real` real images of the run's dataset; `sampler.sample(n)`
-  then draws G's samples `candidates` at a time and keeps those D accepts. The sampler's stream depends on `seed`
-  and, with several processes, on the process index (each draws its own share)."""
+  then draws G's samples `candidates` at a time and keeps those D accepts. The sampler's
+  stream depends on `seed` and, with several processes, on the process index (each draws its
+  own share)."""
   state, config = load_state(workdir, step)
   if not use_ema:
     state = state.replace(g_ema_params=None, g_ema_batch_stats=None)
