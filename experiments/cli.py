@@ -1,6 +1,7 @@
 """What the entry points share: flag parsing, jaxgan errors reported as one line (exit 2), and
 the flags of discriminator rejection sampling."""
 
+import contextlib
 import sys
 
 from absl import app, flags
@@ -70,3 +71,18 @@ def drs_sampler(workdir: str, step, seed: int, use_ema: bool = True):
       seed=seed, use_ema=use_ema)
   print(f"DRS: calibrated D on {num_real} real images for {f.drs_steps} steps")
   return sampler, config, num_real
+
+
+@contextlib.contextmanager
+def drs_shortfall():
+  """Rejection sampling that keeps too few of G's samples (`sampling.TooFewAccepted`), as a
+  one-line error naming the --drs flags that fix it."""
+  from jaxgan.errors import ConfigError
+  from jaxgan.sampling import TooFewAccepted
+
+  try:
+    yield
+  except TooFewAccepted as e:
+    raise ConfigError(f"--drs: D kept {e.accepted} of {e.candidates} samples of G, short of "
+                      f"{e.num}; soften the filter (--drs_shift_quantile=0.95) or calibrate D "
+                      "longer (--drs_steps)") from None

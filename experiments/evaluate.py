@@ -38,7 +38,6 @@ def main(argv):
 
   from jaxgan import evaluation, parallel, trainer
   from jaxgan.checkpointing import Checkpointer
-  from jaxgan.errors import ConfigError
 
   trainer.quiet_library_logs()
   parallel.initialize_distributed("auto")
@@ -62,17 +61,13 @@ def main(argv):
   evaluator = evaluation.Evaluator(config)
   ema = FLAGS.ema and bool(config.get("ema_decay", 0))
   if FLAGS.drs:
-    def sample(start, stop):
-      try:
-        return sampler.sample(stop - start)
-      except ValueError as e:
-        raise ConfigError(f"--drs: {e}") from None
-
     drs = {"calibration_steps": FLAGS.drs_steps, "calibration_batch_size": FLAGS.drs_batch_size,
            "real_images": num_real, "candidates_per_batch": FLAGS.drs_candidates,
            "shift_quantile": FLAGS.drs_shift_quantile, "seed": FLAGS.seed}
-    result = evaluator.score(sample, step, {"ema": ema, "sampler": "discriminator rejection "
-                                            "sampling (Azadi et al. 2019)", "drs": drs})
+    with cli.drs_shortfall():
+      result = evaluator.score(lambda start, stop: sampler.sample(stop - start), step,
+                               {"ema": ema, "drs": drs, "sampler": "discriminator rejection "
+                                "sampling (Azadi et al. 2019)"})
     stats = sampler.stats
     result["protocol"]["drs"].update(accepted=stats.accepted, candidates=stats.candidates,
                                      acceptance=round(stats.acceptance, 6))

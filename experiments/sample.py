@@ -38,10 +38,8 @@ def main(argv):
     if FLAGS.interpolate:
       raise ConfigError("--drs filters random samples; it cannot be combined with --interpolate")
     sampler, config, _ = cli.drs_sampler(FLAGS.workdir, FLAGS.step, FLAGS.seed)
-    try:
+    with cli.drs_shortfall():
       images = sampler.sample(FLAGS.num)
-    except ValueError as e:
-      raise ConfigError(f"--drs: {e}") from None
     stats = sampler.stats
     print(f"DRS: kept {stats.accepted} of {stats.candidates} samples ({stats.acceptance:.1%})")
   else:

@@ -60,9 +60,10 @@ def main(argv):
     if FLAGS.drs_steps < 1 or FLAGS.drs_samples < 0:
       raise ConfigError(f"--drs_steps must be >= 1 and --drs_samples >= 0, got "
                         f"{FLAGS.drs_steps} and {FLAGS.drs_samples}")
-    r = mixture_benchmark.rejection(FLAGS.workdir, FLAGS.drs_samples or None,
-                                    calibration_steps=FLAGS.drs_steps,
-                                    shift_quantile=FLAGS.drs_shift_quantile)
+    with cli.drs_shortfall():
+      r = mixture_benchmark.rejection(FLAGS.workdir, FLAGS.drs_samples or None,
+                                      calibration_steps=FLAGS.drs_steps,
+                                      shift_quantile=FLAGS.drs_shift_quantile)
     print(f"{r['mixture']} at step {r['step']}, {r['num_samples']} samples per seed, means of "
           f"{r['num_seeds']} seeds: modes / HQ / reverse KL / between modes (>10 std)")
     rows = [("G", r["unfiltered"]), (f"G + DRS (accepts {100 * r['acceptance']:.1f}%)", r)]

@@ -256,6 +256,8 @@ def rejection(workdir: str | pathlib.Path, num_samples: int | None = None, *,
   (`sampling.rejection_sample`). Reports the mode metrics and distance profile of those and,
   for comparison, of as many unfiltered samples of G. Writes and returns DIR/drs.json.
   """
+  with config_errors():
+    sampling.check_shift_quantile(shift_quantile)
   workdir = pathlib.Path(workdir).expanduser()
   c, keys, states, meta = _restore_run(workdir)
   num = int(num_samples or c.eval_samples)
@@ -271,13 +273,13 @@ def rejection(workdir: str | pathlib.Path, num_samples: int | None = None, *,
     jax.block_until_ready(states)
     calibration_seconds = time.perf_counter() - t0
     plain = np.asarray(sampler(c, num)(states, keys["eval"]))
-    per_seed = []
-    for i in range(c.num_seeds):
-      state = jax.tree.map(lambda a, i=i: a[i], states)
-      kept, stats = sampling.rejection_sample(state, sample_keys[i], num,
-                                              shift_quantile=shift_quantile)
-      per_seed.append({**_report(kept, modes, std), "acceptance": stats.acceptance,
-                       "unfiltered": _report(plain[i], modes, std)})
+  per_seed = []
+  for i in range(c.num_seeds):  # a shortfall raises sampling.TooFewAccepted, as it is
+    state = jax.tree.map(lambda a, i=i: a[i], states)
+    kept, stats = sampling.rejection_sample(state, sample_keys[i], num,
+                                            shift_quantile=shift_quantile)
+    per_seed.append({**_report(kept, modes, std), "acceptance": stats.acceptance,
+                     "unfiltered": _report(plain[i], modes, std)})
   names = ("modes", "hq", "reverse_kl", "spread", "fractions")
   result = {"mixture": c.mixture, "step": int(meta["step"]), "num_samples": num,
             **_mean_over_seeds(per_seed, (*names, "acceptance")),

@@ -36,6 +36,17 @@ from jaxgan.train import GANState, generate, latents, pack_samples
 EPSILON = 1e-6
 
 
+class TooFewAccepted(ValueError):
+  """`RejectionSampler.sample` kept fewer than `num` samples within its candidate limit: D
+  rejects nearly all of G's samples (too sharp a filter, or a D calibrated too little)."""
+
+  def __init__(self, accepted: int, candidates: int, num: int):
+    self.accepted, self.candidates, self.num = accepted, candidates, num
+    super().__init__(f"rejection sampling kept {accepted} of {candidates} candidates, short "
+                     f"of num={num}; raise max_candidates, set a shift_quantile (a softer "
+                     "filter), or calibrate D longer")
+
+
 class DRSStats(NamedTuple):
   """What a `rejection_sample` call did: acceptance = accepted / candidates (after burn-in)."""
   accepted: int
@@ -43,6 +54,13 @@ class DRSStats(NamedTuple):
   acceptance: float
   max_logit: float
   shift: float
+
+
+def check_shift_quantile(shift_quantile: float | None) -> None:
+  """Raises ValueError unless `shift_quantile` is None or in (0, 1); callers check it before
+  a calibration, so that a bad value costs nothing."""
+  if shift_quantile is not None and not 0.0 < shift_quantile < 1.0:
+    raise ValueError(f"shift_quantile must be in (0, 1) or None, got {shift_quantile}")
 
 
 def _check_unconditional(state: GANState) -> None:
@@ -171,8 +189,7 @@ class RejectionSampler:
     if int(batch_size) < 1 or int(burn_in) < 1 or int(num_partners) < 1:
       raise ValueError(f"batch_size, burn_in and num_partners must be >= 1, got {batch_size}, "
                        f"{burn_in} and {num_partners}")
-    if shift_quantile is not None and not 0.0 < shift_quantile < 1.0:
-      raise ValueError(f"shift_quantile must be in (0, 1) or None, got {shift_quantile}")
+    check_shift_quantile(shift_quantile)
     self.state, self.batch_size = state, int(batch_size)
     k_partners, k_burn, self._key = jax.random.split(rng, 3)
     self._partners = None
@@ -189,8 +206,8 @@ class RejectionSampler:
     self.accepted = self.candidates = 0
 
   def sample(self, num: int, max_candidates: int | None = None) -> np.ndarray:
-    """`num` accepted samples; raises ValueError when fewer than `num` pass among
-    `max_candidates` (default 100 x num) candidates of this call."""
+    """`num` accepted samples; raises `TooFewAccepted` (a ValueError) when fewer than `num`
+    pass among `max_candidates` (default 100 x num) candidates of this call."""
     if int(num) < 1:
       raise ValueError(f"num must be >= 1, got {num}")
     max_candidates = 100 * int(num) if max_candidates is None else int(max_candidates)
@@ -206,9 +223,7 @@ class RejectionSampler:
       self.candidates += self.batch_size
     accepted, candidates = self.accepted - accepted0, self.candidates - candidates0
     if accepted < num:
-      raise ValueError(f"rejection sampling kept {accepted} of {candidates} candidates, short "
-                       f"of num={num}; raise max_candidates, set a shift_quantile (a softer "
-                       "filter), or calibrate D longer")
+      raise TooFewAccepted(accepted, candidates, num)
     return np.concatenate(kept)[:num]
 
   @property
@@ -224,8 +239,8 @@ def rejection_sample(state: GANState, rng: jax.Array, num: int, *, batch_size: i
                      ) -> tuple[np.ndarray, DRSStats]:
   """`num` samples of G that pass D's rejection test: ([num, *data_shape], DRSStats).
 
-  One `RejectionSampler` call (see there for the arguments). Raises ValueError when fewer
-  than `num` pass among `max_candidates` (default 100 x num) candidates.
+  One `RejectionSampler` call (see there for the arguments). Raises `TooFewAccepted` when
+  fewer than `num` pass among `max_candidates` (default 100 x num) candidates.
   """
   if int(num) < 1:  # before the burn-in's work
     raise ValueError(f"num must be >= 1, got {num}")

@@ -512,6 +512,10 @@ def drs_sampler(workdir: str | pathlib.Path, step: int | None = None, *,
   then draws G's samples `candidates` at a time and keeps those D accepts. The sampler's
   stream depends on `seed` and, with several processes, on the process index (each draws its
   own share)."""
+  try:
+    sampling.check_shift_quantile(shift_quantile)
+  except ValueError as e:
+    raise ConfigError(f"discriminator rejection sampling: {e}") from None
   state, config = load_state(workdir, step)
   if not use_ema:
     state = state.replace(g_ema_params=None, g_ema_batch_stats=None)

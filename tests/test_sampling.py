@@ -7,7 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgan import sampling
+from experiments import cli
+from jaxgan import mixture_benchmark, sampling, trainer
+from jaxgan.errors import ConfigError
 from jaxgan.train import create_state
 
 
@@ -120,9 +122,17 @@ def test_calibration_makes_d_the_log_density_ratio():
 
 def test_rejection_sampling_errors_name_the_fix():
   state = one_d_gan(Quadratic()).replace(d_params={"a": jnp.array(1e4), "c": jnp.array(0.0)})
-  with pytest.raises(ValueError, match="kept .* short of num=500; raise max_candidates"):
+  with pytest.raises(sampling.TooFewAccepted,
+                     match="kept .* short of num=500; raise max_candidates") as short:
     sampling.rejection_sample(state, jax.random.key(0), 500, batch_size=1_000,
                               max_candidates=2_000)
+  assert short.value.candidates == 2_000 and short.value.accepted < short.value.num == 500
+  # The programs' --drs flags name their own fix, in one line.
+  with pytest.raises(ConfigError, match=r"^--drs: D kept \d+ of 2000 samples of G, short of "
+                     r"500; soften the filter \(--drs_shift_quantile=0.95\)"):
+    with cli.drs_shortfall():
+      sampling.rejection_sample(state, jax.random.key(0), 500, batch_size=1_000,
+                                max_candidates=2_000)
   with pytest.raises(ValueError, match="shift_quantile must be in"):
     sampling.rejection_sample(state, jax.random.key(0), 10, shift_quantile=1.5)
   with pytest.raises(ValueError, match="class-conditional GAN .* not supported"):
@@ -145,3 +155,11 @@ def test_drs_runs_on_a_dcgan_with_numpy_real_images():
                                              burn_in=32)
   assert samples.shape == (8, *state.data_shape) and np.all(np.isfinite(samples))
   assert 0 < stats.acceptance <= 1
+
+
+def test_a_bad_shift_quantile_is_refused_before_any_calibration(tmp_path):
+  # Refused before the run is even read (there is none here), not after minutes of calibration.
+  with pytest.raises(ConfigError, match=r"shift_quantile must be in \(0, 1\) or None, got 1.5"):
+    trainer.drs_sampler(tmp_path / "no-run", shift_quantile=1.5)
+  with pytest.raises(ConfigError, match=r"shift_quantile must be in \(0, 1\) or None, got 0.0"):
+    mixture_benchmark.rejection(tmp_path / "no-run", shift_quantile=0.0)
