@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import socket
+import sys
 import time
 from typing import Any
 
@@ -27,6 +28,46 @@ from jaxgan.train import GANState
 log = logging.getLogger(__name__)
 
 GENERATOR_FIELDS = ("g_params", "g_batch_stats", "g_ema_params", "g_ema_batch_stats")
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+  """`error`'s first line, without tensorstore's JSON spec and cut to `limit` characters."""
+  text = str(error).splitlines()[0] if str(error) else ""
+  text = text.split(" [tensorstore_spec", 1)[0]
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+  """Whether an unraisable exception is a late read calling back into orbax's closed event loop."""
+  error, frame = unraisable.exc_value, unraisable.exc_traceback
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+    return False
+  while frame is not None:
+    if frame.tb_frame.f_code.co_name == "call_soon_threadsafe":
+      return True
+    frame = frame.tb_next
+  return False
+
+
+def _silence_closed_loop_callbacks() -> None:
+  """Drops the "Event loop is closed" tracebacks that follow a failed restore.
+
+  When one array of a damaged checkpoint cannot be read, orbax's restore raises and
+  closes its event loop while tensorstore is still finishing the other reads. Each of
+  those then fails to call back into the closed loop, and Python prints one traceback
+  per array. They add nothing to `restore`'s own warning, so this wraps
+  `sys.unraisablehook` (once) to drop exactly those and pass on everything else.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_jaxgan_closed_loop_filter", False):
+    return
+
+  def hook(unraisable):
+    if not _is_closed_loop_callback(unraisable):
+      previous(unraisable)
+
+  hook._jaxgan_closed_loop_filter = True
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -67,6 +108,7 @@ class Checkpointer:
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     unreadable = []
+    _silence_closed_loop_callbacks()
     for s in steps:
       try:
         item, missing_ema_stats = target, self._lacks_ema_batch_stats(s, target)
@@ -86,7 +128,7 @@ class Checkpointer:
         if step is not None:
           raise
         log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one", s,
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                    type(e).__name__, _first_line(e))
         unreadable.append(s)
         continue
       if unreadable and not self.read_only and jax.process_index() == 0:
