@@ -55,7 +55,7 @@ def _silence_closed_loop_callbacks() -> None:
   When one array of a damaged checkpoint cannot be read, orbax's restore raises and
   closes its event loop while tensorstore is still finishing the other reads. Each of
   those then fails to call back into the closed loop, and Python prints one traceback
-  per array. They add nothing to `restore`'s own warning, so this wraps
+  per array. They add nothing to the error or warning the caller reports, so this wraps
   `sys.unraisablehook` (once) to drop exactly those and pass on everything else.
   """
   previous = sys.unraisablehook
@@ -77,6 +77,7 @@ class Checkpointer:
                read_only: bool = False):
     self.directory = pathlib.Path(directory).expanduser().resolve()
     self.read_only = read_only
+    _silence_closed_loop_callbacks()  # every restore below may meet a damaged checkpoint
     self.manager = ocp.CheckpointManager(
         self.directory,
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
@@ -108,7 +109,6 @@ class Checkpointer:
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     unreadable = []
-    _silence_closed_loop_callbacks()
     for s in steps:
       try:
         item, missing_ema_stats = target, self._lacks_ema_batch_stats(s, target)
