@@ -82,6 +82,7 @@ class Checkpointer:
         self.directory,
         item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
+                                             save_interval_steps=0 if read_only else 1,
                                              create=not read_only,
                                              read_only=read_only,
                                              enable_async_checkpointing=asynchronous))
