@@ -22,19 +22,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, first_line
 from jaxgan.train import GANState
 
 log = logging.getLogger(__name__)
 
 GENERATOR_FIELDS = ("g_params", "g_batch_stats", "g_ema_params", "g_ema_batch_stats")
-
-
-def _first_line(error: Exception, limit: int = 300) -> str:
-  """`error`'s first line, without tensorstore's JSON spec and cut to `limit` characters."""
-  text = str(error).splitlines()[0] if str(error) else ""
-  text = text.split(" [tensorstore_spec", 1)[0]
-  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_closed_loop_callback(unraisable) -> bool:
@@ -128,8 +121,8 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any damage means: try the previous one
         if step is not None:
           raise
-        log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one", s,
-                    type(e).__name__, _first_line(e))
+        log.warning("checkpoint at step %d is unreadable (%s); trying an older one", s,
+                    first_line(e, limit=300))
         unreadable.append(s)
         continue
       if unreadable and not self.read_only and jax.process_index() == 0:

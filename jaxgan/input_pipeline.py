@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxgan.errors import ConfigError, DataError
+from jaxgan.errors import ConfigError, DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class TfdsSource:
     except Exception as e:  # not prepared (or not prepared as array_record)
       if not download:
         raise DataError(f"tfds dataset {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'}"
-                        f" ({_first_line(e)}); set data.download=True or prepare it") from None
+                        f" ({first_line(e)}); set data.download=True or prepare it") from None
       self._prepare(tfds, name, data_dir, manual_dir)
       self.ds = tfds.data_source(name, download=False, **kwargs)
     if len(self.ds) == 0:
@@ -189,17 +189,17 @@ class TfdsSource:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
     except ImportError as e:
-      raise DataError(f"preparing tfds dataset {name!r} needs TensorFlow ({_first_line(e)}): "
+      raise DataError(f"preparing tfds dataset {name!r} needs TensorFlow ({first_line(e)}): "
                       "pip install 'jaxgan[tf]', or use data.source=folder/npz") from None
     except Exception as e:
       if name.startswith("celeb_a"):
         raise DataError(
-            f"could not download/prepare celeb_a ({_first_line(e)}). CelebA is served from Google "
+            f"could not download/prepare celeb_a ({first_line(e)}). CelebA is served from Google "
             "Drive, whose download quota often fails. Manual route: download "
             f"{', '.join(CELEBA_MANUAL_FILES)} from the CelebA page, put them in one folder and "
             "set data.manual_dir to it; or train straight from the zip with "
             "data.source=folder data.path=/path/to/img_align_celeba.zip") from None
-      raise DataError(f"could not download/prepare tfds dataset {name!r}: {_first_line(e)}") from None
+      raise DataError(f"could not download/prepare tfds dataset {name!r}: {first_line(e)}") from None
 
   def __len__(self):
     return len(self.ds)
@@ -209,11 +209,6 @@ class TfdsSource:
 
   def describe(self):
     return f"tfds:{self.name}:{self.split}:{len(self)}"
-
-
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def make_source(data, image_size: int, channels: int, seed: int = 0) -> ImageSource:
@@ -325,7 +320,7 @@ class ImagePipeline:
       with self._lock:
         if index not in self._bad:
           self._bad.add(index)
-          log.warning("skipping unreadable image #%d (%s)", index, _first_line(e))
+          log.warning("skipping unreadable image #%d (%s)", index, first_line(e))
       return None
 
   def _load_good(self, index: int) -> np.ndarray:

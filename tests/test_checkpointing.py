@@ -13,6 +13,7 @@ import pytest
 import jaxgan
 from jaxgan import checkpointing
 from jaxgan.checkpointing import Checkpointer
+from jaxgan.errors import first_line
 
 
 def mlp_state_with_ema():
@@ -113,3 +114,12 @@ def test_the_closed_loop_filter_drops_only_orbax_late_callbacks(monkeypatch):
   for args in (late_callback, other, elsewhere):
     sys.unraisablehook(args)
   assert passed_on == [other, elsewhere]
+
+
+def test_first_line_drops_the_tensorstore_spec_and_cuts_to_the_limit():
+  spec = " [tensorstore_spec='" + "x" * 5000 + "']"
+  assert first_line(ValueError("NOT_FOUND: no manifest" + spec + "\nmore")) == (
+      "ValueError: NOT_FOUND: no manifest")
+  assert first_line(OSError("a" * 500), limit=300) == "OSError: " + "a" * 300 + "..."
+  assert first_line(OSError("a" * 500)) == "OSError: " + "a" * 500
+  assert first_line(KeyError()) == "KeyError: "
