@@ -24,13 +24,13 @@ def first_line(error: BaseException, limit: int | None = None) -> str:
   """`Type: first line` of `error`, for a one-line message about an error we recover from or wrap.
 
   tensorstore appends its JSON spec to the line (several kB); that is dropped. With `limit`
-  the line is cut to that many characters.
+  the line is cut to that many characters. An error without a message gives its type alone.
   """
   lines = str(error).strip().splitlines()
   text = lines[0].split(" [tensorstore_spec", 1)[0] if lines else ""
   if limit is not None and len(text) > limit:
     text = text[:limit] + "..."
-  return f"{type(error).__name__}: {text}"
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def check_positive_ints(config: Mapping[str, Any], keys: Iterable[str],

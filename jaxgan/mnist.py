@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from jaxgan.errors import DataError
+from jaxgan.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,11 @@ def load(data_dir: str | pathlib.Path | None, split: str = "train") -> tuple[np.
 def _load_tfds(split: str) -> tuple[np.ndarray, np.ndarray]:
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    source = tfds.data_source("mnist", split=split)
+    source = tfds.data_source("mnist", split=split, download=False)  # never a network call
     examples = [source[i] for i in range(len(source))]
   except Exception as e:  # pylint: disable=broad-except
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise DataError(f"cannot read tfds 'mnist' ({first}); prepare it with tfds, or set data_dir "
-                    "to a folder with the original IDX files") from None
+    raise DataError(f"cannot read tfds 'mnist' ({first_line(e)}); prepare it with tfds, or set "
+                    "data_dir to a folder with the original IDX files") from None
   images = np.stack([np.asarray(ex["image"]).reshape(28, 28) for ex in examples])
   return images.astype(np.uint8), np.asarray([ex["label"] for ex in examples], np.int32)
 

@@ -122,4 +122,4 @@ def test_first_line_drops_the_tensorstore_spec_and_cuts_to_the_limit():
       "ValueError: NOT_FOUND: no manifest")
   assert first_line(OSError("a" * 500), limit=300) == "OSError: " + "a" * 300 + "..."
   assert first_line(OSError("a" * 500)) == "OSError: " + "a" * 500
-  assert first_line(KeyError()) == "KeyError: "
+  assert first_line(KeyError()) == "KeyError"

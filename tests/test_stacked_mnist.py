@@ -58,6 +58,18 @@ def test_idx_files_plain_gzipped_and_broken(tmp_path):
     mnist.load(d, "test")
 
 
+def test_tfds_mnist_read_and_not_prepared_is_one_clear_line(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=5):
+    images, labels = mnist.load("", "test")
+  assert images.shape == (5, 28, 28) and images.dtype == np.uint8
+  assert labels.shape == (5,) and labels.dtype == np.int32 and labels.max() < 10
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))  # no MNIST prepared there: nothing downloads
+  with pytest.raises(DataError, match=r"cannot read tfds 'mnist' \(KeyError: .*set data_dir") as e:
+    mnist.load("", "train")
+  assert "\n" not in str(e.value)
+
+
 def test_stacking_and_mode_metrics():
   digits = stacked_mnist.padded_digits(np.arange(4 * 28 * 28).reshape(4, 28, 28) % 256)
   assert digits.shape == (4, 32, 32) and float(digits[0, 0, 0]) == -1.0  # padded background

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _download(target: pathlib.Path) -> pathlib.Path:
         f.write(chunk)
   except OSError as e:
     tmp.unlink(missing_ok=True)
-    raise ConfigError(f"{_missing_message()} ({type(e).__name__}: {e})") from None
+    raise ConfigError(f"{_missing_message()} ({first_line(e)})") from None
   digest = sha256(tmp)
   if not is_official(digest):
     tmp.unlink(missing_ok=True)
@@ -264,8 +264,7 @@ def read_torch_file(path: str | os.PathLike, use_torch: bool | None = None) -> d
       result = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
   except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, struct.error,
           RuntimeError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ConfigError(f"cannot read {path} as a PyTorch weights file: {first}") from None
+    raise ConfigError(f"cannot read {path} as a PyTorch weights file: {first_line(e)}") from None
   if not isinstance(result, dict):
     raise ConfigError(f"{path} holds a {type(result).__name__}, not a state dict of tensors")
   return dict(result)
