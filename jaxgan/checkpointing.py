@@ -63,6 +63,11 @@ def _silence_closed_loop_callbacks() -> None:
   sys.unraisablehook = hook
 
 
+def _not_the_read_only_notice(record: logging.LogRecord) -> bool:
+  """A logging filter: False for orbax's absl WARNING 'Given directory is read only=...'."""
+  return not str(record.msg).startswith("Given directory is read only")
+
+
 class Checkpointer:
   """Saves and restores GANStates under one directory."""
 
@@ -71,14 +76,22 @@ class Checkpointer:
     self.directory = pathlib.Path(directory).expanduser().resolve()
     self.read_only = read_only
     _silence_closed_loop_callbacks()  # every restore below may meet a damaged checkpoint
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
-                                             save_interval_steps=0 if read_only else 1,
-                                             create=not read_only,
-                                             read_only=read_only,
-                                             enable_async_checkpointing=asynchronous))
+    # Readers (sampling, evaluation, --profile) ask for read-only themselves, so orbax's
+    # warning that the directory is read-only tells the user nothing; it is dropped here only.
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_not_the_read_only_notice)
+    try:
+      self.manager = ocp.CheckpointManager(
+          self.directory,
+          item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                         "meta": ocp.JsonCheckpointHandler()},
+          options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
+                                               save_interval_steps=0 if read_only else 1,
+                                               create=not read_only,
+                                               read_only=read_only,
+                                               enable_async_checkpointing=asynchronous))
+    finally:
+      absl_logger.removeFilter(_not_the_read_only_notice)
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())

@@ -72,7 +72,9 @@ def test_a_read_only_restore_skips_a_damaged_checkpoint_without_moving_it(tmp_pa
   for p in [state_dir / "manifest.ocdbt", *state_dir.glob("ocdbt.process_*")]:
     shutil.rmtree(p) if p.is_dir() else p.unlink()
 
+  caplog.clear()
   reader = Checkpointer(directory, asynchronous=False, read_only=True)
+  assert not [r for r in caplog.records if "read only" in r.getMessage()]  # orbax's notice
   restored, meta = reader.restore(mlp_state_with_ema())
   reader.close()
   assert int(restored.step) == 1
