@@ -8,6 +8,7 @@ asynchronous; the newest `keep` checkpoints are kept.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -222,6 +223,16 @@ class WorkdirLock:
 
   def __exit__(self, *exc):
     self.release()
+
+
+def tree_digest(tree: Any) -> str:
+  """sha256 (hex) over a pytree's leaf paths and bytes: names a set of weights wherever they
+  are stored (a feature network's statistics cache, the classifier behind a benchmark's scores)."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree.leaves_with_path(tree):
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()
 
 
 class ResumableRun:

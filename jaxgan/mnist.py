@@ -4,7 +4,9 @@
 ...) from `data_dir`, or tfds's `mnist` through `tfds.data_source` when
 `data_dir` is empty. `train_classifier` fits `DigitClassifier` (a small CNN,
 >= 99% test accuracy in 4 epochs) with optax; `save_classifier` /
-`load_classifier` keep it as an orbax checkpoint plus a JSON of its metrics.
+`load_classifier` keep it as an orbax checkpoint plus a JSON of its metrics,
+to which loading adds `params_digest`: it names the weights, so that scores from two
+classifiers are never mixed unknowingly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from jaxgan.checkpointing import tree_digest
 from jaxgan.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
@@ -187,12 +190,13 @@ def save_classifier(directory: str | pathlib.Path, params: Any, metrics: dict) -
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory / "params", params, force=True)
+  metrics = {k: v for k, v in metrics.items() if k != "params_digest"}  # loading computes it
   (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
   return directory
 
 
 def load_classifier(directory: str | pathlib.Path) -> tuple[Any, dict]:
-  """(params, metrics) saved by `save_classifier`."""
+  """(params, metrics) saved by `save_classifier`; metrics gains `params_digest`."""
   directory = pathlib.Path(directory).expanduser().absolute()
   if not (directory / "params").exists() or not (directory / "metrics.json").exists():
     raise DataError(f"no MNIST classifier in {directory}; train one with "
@@ -201,4 +205,5 @@ def load_classifier(directory: str | pathlib.Path) -> tuple[Any, dict]:
                                                          jnp.zeros((1, 28, 28, 1))))["params"]
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(directory / "params", target)
-  return params, json.loads((directory / "metrics.json").read_text())
+  metrics = json.loads((directory / "metrics.json").read_text())
+  return params, {**metrics, "params_digest": tree_digest(params)[:16]}

@@ -123,9 +123,16 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     # A checkpoint after every evaluation, numbered seed x num_steps + step; its meta carries
     # the finished seeds' scores, so a rerun goes on from the seed and step it stopped at.
     per_seed, first_seed, first_step, seconds = [], 0, 0, 0.0
+    classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)
+    digest = classifier_metrics["params_digest"]
     resumed = run_dir.resume(states[0])
     if resumed is not None:
       state, meta = resumed
+      if meta.get("classifier_digest", digest) != digest:
+        raise ConfigError(
+            f"the classifier in {c.classifier_dir} (weights {digest}) is not the one that "
+            f"scored this run so far (weights {meta['classifier_digest']}); put that one back "
+            f"there, or start a new --workdir")
       per_seed, seconds = list(meta["per_seed"]), float(meta["seconds"])
       first_seed, first_step = int(meta["seed"]), int(meta["seed_step"])
       if first_step == c.num_steps:
@@ -133,7 +140,6 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
       else:
         states[first_seed] = state
       log.info("resumed at seed %d step %d", first_seed, first_step)
-    classifier, classifier_metrics = mnist.load_classifier(c.classifier_dir)
     mnist_images, _ = mnist.load(c.data_dir, "train")
     digits = padded_digits(mnist_images)
     index = random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images))
@@ -177,13 +183,13 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
             summary.save_png(workdir / "samples_seed0.png",
                              summary.image_grid(np.asarray(images[:64]), columns=8))
         run_dir.save(seed * c.num_steps + done, state, seed=seed, seed_step=done,
-                     per_seed=per_seed, seconds=entry["seconds"])
+                     per_seed=per_seed, seconds=entry["seconds"], classifier_digest=digest)
     seconds = run_dir.logged()[-1]["seconds"]
   results = {"modes": float(np.mean([s["modes"] for s in per_seed])),
              "kl": float(np.mean([s["kl"] for s in per_seed])), "num_seeds": c.num_seeds,
              "per_seed": per_seed, "real_data": real_scores, "num_steps": c.num_steps,
              "eval_samples": c.eval_samples, "classifier_test_accuracy":
-                 classifier_metrics.get("test_accuracy"),
+                 classifier_metrics.get("test_accuracy"), "classifier_digest": digest,
              "seconds": seconds,
              "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
              "config": json.loads(c.to_json_best_effort())}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxgan import mnist, stacked_mnist
+from jaxgan.checkpointing import tree_digest
 from jaxgan.errors import DataError
 
 from test_celeba_program import run_cli
@@ -93,7 +94,8 @@ def test_classifier_on_real_mnist_reads_stacked_channels(shared_data, tmp_path):
   assert metrics["test_accuracy"] > 0.9  # 6k images, two epochs; the full run reaches >= 99%
   mnist.save_classifier(tmp_path / "clf", params, metrics)
   restored, restored_metrics = mnist.load_classifier(tmp_path / "clf")
-  assert restored_metrics == metrics
+  # Loading names the weights: the same digest for the saved and the restored tree.
+  assert restored_metrics == {**metrics, "params_digest": tree_digest(params)[:16]}
   x = mnist.to_model_input(test[0][:500])
   np.testing.assert_array_equal(mnist.predict(restored, x), mnist.predict(params, x))
   # Stacked images of test digits: each channel's label is that digit's label.
@@ -146,6 +148,18 @@ def test_classifier_and_stacked_mnist_programs_end_to_end(tmp_path):
   assert "resumed at seed 0 step 2" in r.stderr
   assert json.loads((work / "results.json").read_text())["per_seed"] == results["per_seed"]
   assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+  # The scores name their classifier. A classifier retrained in the same directory (here: one
+  # weight changed) does not resume the run, so its seeds are never scored by two classifiers.
+  params, clf_metrics = mnist.load_classifier(clf)
+  assert results["classifier_digest"] == clf_metrics["params_digest"]
+  changed = jax.tree.map(lambda x: x, params)
+  changed["Dense_0"]["bias"] = changed["Dense_0"]["bias"].at[0].add(1e-3)
+  mnist.save_classifier(clf, changed, clf_metrics)
+  assert mnist.load_classifier(clf)[1]["params_digest"] != clf_metrics["params_digest"]
+  shutil.rmtree(work / "checkpoints" / "4")
+  r = run_cli("experiments.stacked_mnist", *flags, *improved)
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+  assert "is not the one that scored this run so far" in r.stderr.splitlines()[-1]
   r = run_cli("experiments.stacked_mnist", *flags, *improved[1:])
   assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
   assert "holds a run with config.pack=2, not 1" in r.stderr

@@ -13,7 +13,6 @@ split over the local devices, so every network gets the same speed path.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxgan.checkpointing import tree_digest
 from jaxgan.errors import ConfigError
 from jaxgan.metrics import inception, weights
 
@@ -179,19 +179,11 @@ class ModuleFeatures:
                logits_key: str | None = None, digest: str | None = None, batch_size: int = 200,
                devices: list | None = None):
     self.name, self.feature_key, self.logits_key = name, feature_key, logits_key
-    self.digest = digest or _digest_of(variables)
+    self.digest = digest or tree_digest(variables)
     self._apply = BatchedApply(module, variables, batch_size, devices)
 
   def __call__(self, images) -> dict[str, np.ndarray]:
     return self._apply(images)
-
-
-def _digest_of(variables: Any) -> str:
-  h = hashlib.sha256()
-  for path, leaf in jax.tree.leaves_with_path(variables):
-    h.update(jax.tree_util.keystr(path).encode())
-    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-  return h.hexdigest()
 
 
 def resolve(spec: str, weights_path: str | None = None, batch_size: int = 200,
