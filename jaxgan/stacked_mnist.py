@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxgan import mixture_benchmark, mnist, models, optimizers, summary
-from jaxgan.checkpointing import ResumableRun
+from jaxgan.checkpointing import Checkpointer, ResumableRun
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import (GANState, create_state, optimizers_from_config, options_from_config,
                           sample, train_step)
@@ -109,13 +109,63 @@ def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
   return mode_metrics(np.concatenate(digits)[:c.eval_samples]), first
 
 
+def _keys(c: ml_collections.ConfigDict) -> tuple[jax.Array, list[jax.Array]]:
+  """The run's root key and each seed's key; seeds are prefix-stable (seed i's key does not
+  depend on num_seeds)."""
+  key = jax.random.key(c.seed)
+  return key, [jax.random.fold_in(key, 100 + seed) for seed in range(c.num_seeds)]
+
+
+def _training_set(c: ml_collections.ConfigDict, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """MNIST's padded training digits and the [num_train, 3] index that stacks them; the first
+  eval_samples rows are the real images every evaluation is compared with."""
+  mnist_images, _ = mnist.load(c.data_dir, "train")
+  return (padded_digits(mnist_images),
+          random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images)))
+
+
+def rescore(workdir: str | pathlib.Path, classifier_dir: str | pathlib.Path) -> dict:
+  """The newest checkpoint of the run in `workdir` scored again by the classifier in
+  `classifier_dir`: the same samples as that checkpoint's evaluation, and the same real
+  images. Shows how much a row depends on which classifier labelled it. Writes nothing."""
+  workdir = pathlib.Path(workdir).expanduser()
+  directory = workdir / "checkpoints"
+  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False,
+                                                     read_only=True)
+  if not checkpointer or not checkpointer.all_steps():
+    raise ConfigError(f"no checkpoints in {directory}; give the --workdir of a run of "
+                      "experiments.stacked_mnist")
+  meta = checkpointer.restore_meta()
+  saved = meta.get("config") or {}
+  if "classifier_dir" not in saved or "seed_step" not in meta:
+    raise ConfigError(f"{workdir} holds no run of experiments.stacked_mnist; give the "
+                      "--workdir of a Stacked MNIST run")
+  c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
+  key, seed_keys = _keys(c)
+  with config_errors():  # the structure to restore into; the values come from the checkpoint
+    target = make_state(c, jax.random.fold_in(seed_keys[0], 0))
+  restored = checkpointer.restore(target)
+  if restored is None:
+    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
+  state, meta = restored
+  seed = int(meta["seed"])
+  classifier, classifier_metrics = mnist.load_classifier(classifier_dir)
+  digits, index = _training_set(c, key)
+  scores, _ = _evaluate(state, classifier, c, jax.random.fold_in(seed_keys[seed], 2))
+  return {**scores, "seed": seed, "step": int(meta["seed_step"]),
+          "real_data": mode_metrics(label_channels(classifier,
+                                                   stack(digits, index[:c.eval_samples]))),
+          "classifier_digest": classifier_metrics["params_digest"],
+          "classifier_test_accuracy": classifier_metrics.get("test_accuracy"),
+          "scored_by_digest": meta.get("classifier_digest")}
+
+
 def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` DCGANs on Stacked MNIST one after another; returns (and writes)
   results.json with the mean and per-seed modes and KL, and the real data's own scores.
   Rerun on the same workdir, it goes on from its newest checkpoint (`ResumableRun`)."""
   validate_config(c)
-  key = jax.random.key(c.seed)
-  seed_keys = [jax.random.fold_in(key, 100 + seed) for seed in range(c.num_seeds)]
+  key, seed_keys = _keys(c)
   with config_errors():  # before any data is read; each state is consumed (donated) in turn
     states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
@@ -140,11 +190,8 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
       else:
         states[first_seed] = state
       log.info("resumed at seed %d step %d", first_seed, first_step)
-    mnist_images, _ = mnist.load(c.data_dir, "train")
-    digits = padded_digits(mnist_images)
-    index = random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images))
-    real = stack(digits, index[:c.eval_samples])
-    real_scores = mode_metrics(label_channels(classifier, real))
+    digits, index = _training_set(c, key)
+    real_scores = mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples])))
     log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
              real_scores["modes"], real_scores["kl"])
 

@@ -13,7 +13,7 @@ import pytest
 
 from jaxgan import mnist, stacked_mnist
 from jaxgan.checkpointing import tree_digest
-from jaxgan.errors import DataError
+from jaxgan.errors import ConfigError, DataError
 
 from test_celeba_program import run_cli
 
@@ -140,6 +140,17 @@ def test_classifier_and_stacked_mnist_programs_end_to_end(tmp_path):
   assert set(results["real_data"]) == {"modes", "kl"}
   assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
   assert (work / "samples_seed0.png").stat().st_size > 0
+  # --rescore: the newest checkpoint scored again by a classifier; by its own, the same numbers.
+  r = run_cli("experiments.stacked_mnist", f"--workdir={work}", f"--rescore={clf}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  own = results["per_seed"][0]
+  assert f"seed 0 step 4: {own['modes']}/1000 modes, KL {own['kl']:.3f}" in r.stdout, r.stdout
+  rescored = stacked_mnist.rescore(work, clf)
+  assert (rescored["modes"], rescored["kl"], rescored["real_data"]) == (
+      own["modes"], own["kl"], results["real_data"])
+  assert rescored["scored_by_digest"] == rescored["classifier_digest"] == results["classifier_digest"]
+  with pytest.raises(ConfigError, match="no checkpoints in .*experiments.stacked_mnist"):
+    stacked_mnist.rescore(tmp_path / "clf", clf)
   # Stopped after the evaluation at step 2 (its checkpoint is the newest), the same command
   # goes on from there and ends where the uninterrupted run ended.
   shutil.rmtree(work / "checkpoints" / "4")
