@@ -146,10 +146,11 @@ def test_minibatch_key_choices_and_runs_saved_before_the_option(tmp_path):
 
 def test_best_variants_are_the_baseline_with_the_best_settings():
   from experiments.configs import toy
-  for mixture in ("ring", "grid"):
+  for mixture, settings in (("ring", toy.BEST), ("grid", toy.GRID_BEST)):
     base, best = toy.get_config(mixture).to_dict(), toy.get_config(f"{mixture}-best").to_dict()
     assert best["mixture"] == mixture
-    assert {k: v for k, v in best.items() if base[k] != v} == toy.BEST
+    assert {k: v for k, v in best.items() if base[k] != v} == settings
+  assert toy.GRID_BEST == {**toy.BEST, "d_lr": 8e-4, "num_steps": 200_000}
   with pytest.raises(ValueError, match="unknown config variant 'ring-worst'; use toy.py:ring"):
     toy.get_config("ring-worst")
 
