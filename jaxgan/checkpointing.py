@@ -17,9 +17,10 @@ import shutil
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -233,6 +234,30 @@ def tree_digest(tree: Any) -> str:
     h.update(jax.tree_util.keystr(path).encode())
     h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
   return h.hexdigest()
+
+
+def read_run(workdir: str | pathlib.Path, program: str, kind: str,
+             holds_run: Callable[[dict], bool], added_keys: dict[str, Any],
+             make_target: Callable[[ml_collections.ConfigDict], Any], *, read_only: bool
+             ) -> tuple[ml_collections.ConfigDict, Any, dict]:
+  """A benchmark program's run, for readers (--profile, --drs, --rescore): its config (the
+  saved one, with `added_keys` where it lacks them), the newest readable checkpoint's state
+  (in `make_target(config)`'s structure) and that checkpoint's meta. One-line ConfigErrors
+  when `workdir` has no checkpoints, holds another program's run (`holds_run(meta)` is
+  False; `kind` names what to give instead) or none of its checkpoints can be read."""
+  directory = pathlib.Path(workdir).expanduser() / "checkpoints"
+  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False,
+                                                     read_only=read_only)
+  if not checkpointer or not checkpointer.all_steps():  # not a run's workdir: leave it as it is
+    raise ConfigError(f"no checkpoints in {directory}; give the --workdir of a run of {program}")
+  meta = checkpointer.restore_meta()
+  if not holds_run(meta):
+    raise ConfigError(f"{workdir} holds no run of {program}; give the --workdir of {kind}")
+  c = ml_collections.ConfigDict({**added_keys, **(meta.get("config") or {})})
+  restored = checkpointer.restore(make_target(c))
+  if restored is None:
+    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
+  return c, *restored
 
 
 class ResumableRun:

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models, optimizers, sampling
-from jaxgan.checkpointing import Checkpointer, ResumableRun
+from jaxgan.checkpointing import ResumableRun, read_run
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import (GANState, create_state, generate, latents, optimizers_from_config,
                           options_from_config, train_step)
@@ -197,21 +197,14 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
 def _restore_run(workdir: pathlib.Path):
   """(config, keys, seeds' states, checkpoint meta) of the run of experiments.toy in `workdir`,
   at its newest checkpoint, with the run's own config."""
-  directory = workdir / "checkpoints"
-  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False)
-  if not checkpointer or not checkpointer.all_steps():  # not a run's workdir: leave it as it is
-    raise ConfigError(f"no checkpoints in {directory}; give the --workdir of a run of "
-                      "experiments.toy")
-  saved = checkpointer.restore_meta().get("config") or {}
-  if saved.get("mixture") not in mixtures.MIXTURES or "num_seeds" not in saved:
-    raise ConfigError(f"{workdir} holds no run of experiments.toy (its checkpoints' config has no "
-                      "mixture); give the --workdir of a 2-D mixture run")
-  c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
-  keys = seed_streams(c.seed, c.num_seeds)
-  restored = checkpointer.restore(init_states(c, keys))
-  if restored is None:
-    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
-  return c, keys, *restored
+  def holds_run(meta):
+    saved = meta.get("config") or {}
+    return saved.get("mixture") in mixtures.MIXTURES and "num_seeds" in saved
+
+  c, states, meta = read_run(workdir, "experiments.toy", "a 2-D mixture run", holds_run,
+                             ADDED_KEYS, lambda c: init_states(c, seed_streams(c.seed, c.num_seeds)),
+                             read_only=False)
+  return c, seed_streams(c.seed, c.num_seeds), states, meta
 
 
 def _mean_over_seeds(per_seed: list[dict], keys) -> dict:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxgan import mixture_benchmark, mnist, models, optimizers, summary
-from jaxgan.checkpointing import Checkpointer, ResumableRun
+from jaxgan.checkpointing import ResumableRun, read_run
 from jaxgan.errors import ConfigError, check_positive_ints, config_errors
 from jaxgan.train import (GANState, create_state, optimizers_from_config, options_from_config,
                           sample, train_step)
@@ -128,26 +128,16 @@ def rescore(workdir: str | pathlib.Path, classifier_dir: str | pathlib.Path) -> 
   """The newest checkpoint of the run in `workdir` scored again by the classifier in
   `classifier_dir`: the same samples as that checkpoint's evaluation, and the same real
   images. Shows how much a row depends on which classifier labelled it. Writes nothing."""
-  workdir = pathlib.Path(workdir).expanduser()
-  directory = workdir / "checkpoints"
-  checkpointer = directory.is_dir() and Checkpointer(directory, asynchronous=False,
-                                                     read_only=True)
-  if not checkpointer or not checkpointer.all_steps():
-    raise ConfigError(f"no checkpoints in {directory}; give the --workdir of a run of "
-                      "experiments.stacked_mnist")
-  meta = checkpointer.restore_meta()
-  saved = meta.get("config") or {}
-  if "classifier_dir" not in saved or "seed_step" not in meta:
-    raise ConfigError(f"{workdir} holds no run of experiments.stacked_mnist; give the "
-                      "--workdir of a Stacked MNIST run")
-  c = ml_collections.ConfigDict({**ADDED_KEYS, **saved})
+  def holds_run(meta):
+    return "classifier_dir" in (meta.get("config") or {}) and "seed_step" in meta
+
+  def target(c):  # the structure to restore into (any seed's); the values come from the checkpoint
+    with config_errors():
+      return make_state(c, jax.random.fold_in(_keys(c)[1][0], 0))
+
+  c, state, meta = read_run(workdir, "experiments.stacked_mnist", "a Stacked MNIST run",
+                            holds_run, ADDED_KEYS, target, read_only=True)
   key, seed_keys = _keys(c)
-  with config_errors():  # the structure to restore into; the values come from the checkpoint
-    target = make_state(c, jax.random.fold_in(seed_keys[0], 0))
-  restored = checkpointer.restore(target)
-  if restored is None:
-    raise ConfigError(f"no checkpoint in {directory} could be restored (see the warnings above)")
-  state, meta = restored
   seed = int(meta["seed"])
   classifier, classifier_metrics = mnist.load_classifier(classifier_dir)
   digits, index = _training_set(c, key)
