@@ -19,6 +19,11 @@ samples lie around the modes (HQ, between modes, ...), in DIR/profile.json.
 scores the run in DIR at its newest checkpoint on samples filtered by discriminator
 rejection sampling (each seed's D calibrated against its G first; `jaxgan.sampling`), next
 to as many unfiltered samples, in DIR/drs.json.
+
+    python -m experiments.toy --workdir=OUT --pool=DIR1,DIR2,DIR3
+
+reports the seeds of finished runs of one config made with different --config.seed (say
+3 + 3 + 4 seeds where one 10-seed run does not fit) as one run, in OUT/results.json.
 """
 
 import pathlib
@@ -44,6 +49,9 @@ flags.DEFINE_integer("drs_samples", 0, "Accepted samples per seed for --drs (0: 
 flags.DEFINE_float("drs_shift_quantile", None, "--drs: unset is exact rejection sampling; q in "
                    "(0, 1) shifts the filter to F's q-quantile (Azadi et al.): about 1 - q of "
                    "the samples then pass with probability above 1/2.")
+flags.DEFINE_list("pool", None, "Finished run folders of one config with different "
+                  "--config.seed: report their seeds together in --workdir/results.json "
+                  "instead of training.")
 config_flags.DEFINE_config_file("config", DEFAULT_CONFIG + ":ring", "Benchmark configuration.",
                                 lock_config=True)
 
@@ -56,6 +64,17 @@ def main(argv):
   trainer.quiet_library_logs()
   if FLAGS.profile and FLAGS.drs:
     raise ConfigError("--profile and --drs each read the run in --workdir; give one of them")
+  if FLAGS.pool is not None:
+    if FLAGS.profile or FLAGS.drs:
+      raise ConfigError("--pool writes --workdir/results.json, and --profile and --drs read a "
+                        "run in --workdir; give them separately")
+    r = mixture_benchmark.pool(FLAGS.pool, FLAGS.workdir)
+    for run in r["pooled_from"]:
+      print(f"{run['workdir']}: seed {run['seed']}, {run['num_seeds']} seeds")
+    print(f"{r['mixture']}: {r['modes']:.2f}/{r['num_modes']} modes, {100 * r['hq']:.1f}% HQ, "
+          f"reverse KL {r['reverse_kl']:.3f} (mean of {r['num_seeds']} seeds of "
+          f"{len(r['pooled_from'])} runs) -> {FLAGS.workdir}/results.json")
+    return
   if FLAGS.drs:
     if FLAGS.drs_steps < 1 or FLAGS.drs_samples < 0:
       raise ConfigError(f"--drs_steps must be >= 1 and --drs_samples >= 0, got "

@@ -10,7 +10,8 @@ the chunk), `results.json` (the final means and per-seed values) and
 The seeds' states are checkpointed after each evaluation: the same command
 resumes a stopped run, and a larger `num_steps` trains a finished one further.
 `profile` tells where a run's samples lie around the modes (`DIR/profile.json`); `rejection`
-scores them after discriminator rejection sampling (`DIR/drs.json`).
+scores them after discriminator rejection sampling (`DIR/drs.json`); `pool` reports the seeds
+of several finished runs of one config together, as if they had been one run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step
 # are made from, so "step" ties each step's G latents to its minibatch.
 MINIBATCH_KEYS = ("own", "step")
 STREAMS = ("init", "data", "train", "eval", "minibatch", "drs")
+
+# The config keys in which runs that `pool` joins may differ: which seeds they train (a run's
+# seeds come from its `seed`, see `seed_streams`) and how often they were scored on the way.
+POOL_MAY_DIFFER = ("seed", "num_seeds", "eval_every")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
@@ -283,6 +288,78 @@ def rejection(workdir: str | pathlib.Path, num_samples: int | None = None, *,
             "shift_quantile": shift_quantile, "per_seed": per_seed}
   (workdir / "drs.json").write_text(json.dumps(result, indent=2) + "\n")
   return result
+
+
+def pool(workdirs, out_dir: str | pathlib.Path) -> dict:
+  """The seeds of the finished runs in `workdirs`, one config with a different `config.seed`
+  each, reported as one run: writes and returns `out_dir`/results.json.
+
+  So 10 seeds can be trained as 3 + 3 + 4 where one 10-seed run does not fit (a small CPU, a
+  time limit) and still be reported as PacGAN's 10 runs are. The result has a run's
+  results.json fields (means and per-seed values; `seconds` is the runs' sum) and
+  `pooled_from`, each run's folder, seed, number of seeds, time and device; its `config` is the
+  runs' shared config, without the keys in `POOL_MAY_DIFFER`.
+  """
+  workdirs = [pathlib.Path(d).expanduser() for d in workdirs]
+  out_dir = pathlib.Path(out_dir).expanduser()
+  if len(workdirs) < 2:
+    raise ConfigError(f"pooling needs at least two run folders, got {len(workdirs)}")
+  runs = [_finished_run(d) for d in workdirs]
+  first_dir, first = workdirs[0], runs[0]
+  shared = {k: v for k, v in {**ADDED_KEYS, **first["config"]}.items()
+            if k not in POOL_MAY_DIFFER}
+  seeds = {}
+  for d, r in zip(workdirs, runs):
+    config = {**ADDED_KEYS, **r["config"]}
+    for k in sorted((set(shared) | set(config)) - set(POOL_MAY_DIFFER)):
+      if config.get(k) != shared.get(k):
+        raise ConfigError(f"{d} differs from {first_dir} in config.{k} ({config.get(k)!r}, not "
+                          f"{shared.get(k)!r}); pool runs of one config that differ in seed")
+    seed = config["seed"]
+    if seed in seeds:
+      raise ConfigError(f"{seeds[seed]} and {d} both have config.seed={seed}, so they trained "
+                        "the same seeds; pool runs made with different --config.seed")
+    seeds[seed] = d
+  resolved = {d.resolve() for d in workdirs}
+  if out_dir.resolve() in resolved or (out_dir / "checkpoints").exists() or (
+      (out_dir / "results.json").exists() and "pooled_from" not in _read_json(out_dir / "results.json")):
+    raise ConfigError(f"{out_dir} holds a run of its own; give the pooled results a new folder")
+  per_seed = [s for r in runs for s in r["per_seed"]]
+  result = {"mixture": first["mixture"], "num_modes": first["num_modes"],
+            **{k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]},
+            "num_seeds": len(per_seed), "per_seed": per_seed, "num_steps": first["num_steps"],
+            "eval_samples": first["eval_samples"],
+            "seconds": round(sum(r["seconds"] for r in runs), 1),
+            "pooled_from": [{"workdir": str(d.resolve()), "seed": r["config"]["seed"],
+                             "num_seeds": r["num_seeds"], "seconds": r["seconds"],
+                             "device": r.get("device")} for d, r in zip(workdirs, runs)],
+            "config": shared}
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def _read_json(path: pathlib.Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read {path} ({e}); it is not a result of experiments.toy") from None
+
+
+def _finished_run(workdir: pathlib.Path) -> dict:
+  """The results.json of the finished run in `workdir`, checked to be one of experiments.toy
+  made by training (not itself a pool)."""
+  path = workdir / "results.json"
+  if not path.exists():
+    raise ConfigError(f"{workdir} has no results.json: pool finished runs (the command that "
+                      "made a run resumes it to the end)")
+  r = _read_json(path)
+  if not isinstance(r, dict) or not {"per_seed", "config", "num_steps"} <= set(r) or (
+      r["config"].get("mixture") not in mixtures.MIXTURES):
+    raise ConfigError(f"{path} is not a result of experiments.toy")
+  if "pooled_from" in r:
+    raise ConfigError(f"{workdir} holds pooled results; pool the runs it names instead")
+  return r
 
 
 def _score(samples: jax.Array, modes: np.ndarray, std: float) -> tuple[np.ndarray, list[dict]]:

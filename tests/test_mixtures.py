@@ -188,3 +188,42 @@ def test_toy_program_resumes_where_it_stopped(tmp_path):
   with pytest.raises(ConfigError, match="results of a run without checkpoints"):
     mixture_benchmark.run(c, tmp_path / "old")
   assert (tmp_path / "old" / "results.json").read_text() == "{}"
+
+
+def test_pool_reports_runs_of_other_seeds_as_one(tmp_path):
+  """Runs of one config with different config.seed pool into one results.json whose seeds are
+  theirs; runs that differ otherwise, share a seed, or are unfinished are refused in one line,
+  and a folder holding a run is never overwritten."""
+  from experiments.configs import toy
+  c = toy.get_config("smoke")
+  c.num_seeds = 2
+  a = mixture_benchmark.run(c, tmp_path / "a")
+  c.seed, c.num_seeds, c.eval_every = 1, 1, 40
+  b = mixture_benchmark.run(c, tmp_path / "b")
+  r = run_cli("experiments.toy", f"--workdir={tmp_path / 'ab'}",
+              f"--pool={tmp_path / 'a'},{tmp_path / 'b'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "(mean of 3 seeds of 2 runs)" in r.stdout
+  pooled = json.loads((tmp_path / "ab" / "results.json").read_text())
+  assert pooled["per_seed"] == a["per_seed"] + b["per_seed"] and pooled["num_seeds"] == 3
+  for key in ("modes", "hq", "reverse_kl"):
+    assert pooled[key] == pytest.approx(np.mean([s[key] for s in pooled["per_seed"]]))
+  assert [(p["seed"], p["num_seeds"]) for p in pooled["pooled_from"]] == [(0, 2), (1, 1)]
+  assert pooled["seconds"] == pytest.approx(a["seconds"] + b["seconds"], abs=0.1)
+  assert "seed" not in pooled["config"] and pooled["config"]["num_steps"] == c.num_steps
+
+  def refused(dirs, out="out"):
+    with pytest.raises(ConfigError) as e:
+      mixture_benchmark.pool([tmp_path / d for d in dirs], tmp_path / out)
+    return str(e.value)
+
+  assert "pooling needs at least two run folders, got 1" in refused(["a"])
+  assert "both have config.seed=0, so they trained the same seeds" in refused(["a", "a"])
+  assert "has no results.json: pool finished runs" in refused(["a", "missing"])
+  assert "holds pooled results; pool the runs it names instead" in refused(["ab", "b"])
+  assert "holds a run of its own; give the pooled results a new folder" in refused(["a", "b"], "b")
+  assert (tmp_path / "b" / "results.json").read_text() == json.dumps(b, indent=2) + "\n"
+  c.seed, c.pack = 2, 2
+  mixture_benchmark.run(c, tmp_path / "c")
+  assert "differs from" in refused(["a", "c"]) and "in config.pack (2, not 1)" in refused(["a", "c"])
+  assert not (tmp_path / "out").exists()
