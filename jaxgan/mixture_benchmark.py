@@ -175,7 +175,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     for done in range(start + c.eval_every, c.num_steps + 1, c.eval_every):
       states, losses = train_fn(states, data, keys["train"], keys["minibatch"])
       per_seed = _score(draw_fn(states, keys["eval"]), modes, std)[1]
-      means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+      means = _mean_over_seeds(per_seed, per_seed[0])
       seed_losses = {k: np.asarray(losses[k]).tolist() for k in ("d_loss", "g_loss")}
       entry = {"step": done, **means, "d_loss": float(np.mean(seed_losses["d_loss"])),
                "g_loss": float(np.mean(seed_losses["g_loss"])), "per_seed": per_seed,
@@ -188,7 +188,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     # The final scores: recomputed from the restored state when the run was already complete.
     samples, per_seed = _score(draw_fn(states, keys["eval"]), modes, std)
     seconds = run_dir.logged()[-1]["seconds"]
-  means = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+  means = _mean_over_seeds(per_seed, per_seed[0])
   plot(samples[0], modes, workdir / "samples_seed0.png")
   results = {"mixture": c.mixture, "num_modes": len(modes), **means, "num_seeds": c.num_seeds,
              "per_seed": per_seed, "num_steps": c.num_steps, "eval_samples": c.eval_samples,
@@ -326,7 +326,7 @@ def pool(workdirs, out_dir: str | pathlib.Path) -> dict:
     raise ConfigError(f"{out_dir} holds a run of its own; give the pooled results a new folder")
   per_seed = [s for r in runs for s in r["per_seed"]]
   result = {"mixture": first["mixture"], "num_modes": first["num_modes"],
-            **{k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]},
+            **_mean_over_seeds(per_seed, per_seed[0]),
             "num_seeds": len(per_seed), "per_seed": per_seed, "num_steps": first["num_steps"],
             "eval_samples": first["eval_samples"],
             "seconds": round(sum(r["seconds"] for r in runs), 1),
