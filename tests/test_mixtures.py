@@ -69,6 +69,7 @@ def test_toy_program_trains_every_seed_and_writes_results(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["num_seeds"] == 3 and len(results["per_seed"]) == 3
+  assert "(mean of 3 seeds) -> " in r.stdout, r.stdout
   assert results["config"]["pack"] == 2 and results["num_modes"] == 8
   for key in ("modes", "hq", "reverse_kl"):
     assert results[key] == pytest.approx(np.mean([s[key] for s in results["per_seed"]]))

@@ -137,6 +137,7 @@ def test_classifier_and_stacked_mnist_programs_end_to_end(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   results = json.loads((work / "results.json").read_text())
   assert 1 <= results["modes"] <= 300 and results["kl"] >= 0 and results["num_seeds"] == 1
+  assert "(1 seed; real data: " in r.stdout, r.stdout
   assert set(results["real_data"]) == {"modes", "kl"}
   assert [json.loads(l)["step"] for l in (work / "metrics.jsonl").read_text().splitlines()] == [2, 4]
   assert (work / "samples_seed0.png").stat().st_size > 0
