@@ -69,6 +69,11 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(kind):
     jaxgan.parallel.data_parallel_step("ddp")
 
 
+# Catches a hung jax.distributed rendezvous. The workers take ~40 s on an idle 2-core machine;
+# 110 s timed out once beside a full-CPU training run (stop 38), so leave a wide margin.
+WORKER_TIMEOUT_S = 300
+
+
 def free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -83,7 +88,7 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(kind, tmp_path
                              str(port), kind, str(out)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for pid in (0, 1)]
   try:
-    logs = [p.communicate(timeout=110)[0] for p in procs]
+    logs = [p.communicate(timeout=WORKER_TIMEOUT_S)[0] for p in procs]
   finally:
     for p in procs:  # never leave a worker behind
       if p.poll() is None:
@@ -123,7 +128,7 @@ def test_program_runs_on_8_devices_pmap_jit_and_2_processes_with_interchangeable
     assert "training on 8 device(s) (parallel=pmap)" in caplog.text
     last = trainer.train(smoke(parallel="jit"), tmp_path / "multi")  # resumes the pmap checkpoint
     assert "resumed from step 2" in caplog.text
-    logs = [p.communicate(timeout=110)[0] for p in procs]
+    logs = [p.communicate(timeout=WORKER_TIMEOUT_S)[0] for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:
