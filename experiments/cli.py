@@ -42,6 +42,11 @@ def run(main) -> None:
   app.run(guarded, flags_parser=parse_flags)
 
 
+def seeds_phrase(num_seeds: int) -> str:
+  """How a benchmark's summary line names what its figures are: "1 seed" or "mean of N seeds"."""
+  return f"mean of {num_seeds} seeds" if num_seeds > 1 else "1 seed"
+
+
 def define_drs_flags() -> None:
   """--drs and its settings, for the programs that draw a run's samples (sample, evaluate)."""
   flags.DEFINE_bool("drs", False, "Discriminator rejection sampling: keep the samples D accepts.")

@@ -43,9 +43,9 @@ def main(argv):
           f"data: {r['real_data']['modes']} modes, KL {r['real_data']['kl']:.3f}")
     return
   r = stacked_mnist.run(FLAGS.config, FLAGS.workdir)
-  seeds = f"mean of {r['num_seeds']} seeds" if r["num_seeds"] > 1 else "1 seed"
-  print(f"Stacked MNIST: {r['modes']:.1f}/1000 modes, KL {r['kl']:.3f} ({seeds}; real data: "
-        f"{r['real_data']['modes']} modes, KL {r['real_data']['kl']:.3f}) -> {FLAGS.workdir}/results.json")
+  print(f"Stacked MNIST: {r['modes']:.1f}/1000 modes, KL {r['kl']:.3f} "
+        f"({cli.seeds_phrase(r['num_seeds'])}; real data: {r['real_data']['modes']} modes, "
+        f"KL {r['real_data']['kl']:.3f}) -> {FLAGS.workdir}/results.json")
 
 
 if __name__ == "__main__":

@@ -105,9 +105,8 @@ def main(argv):
             + f" | spread {row['spread']:.2f}")
     return
   r = mixture_benchmark.run(FLAGS.config, FLAGS.workdir)
-  seeds = f"mean of {r['num_seeds']} seeds" if r["num_seeds"] > 1 else "1 seed"
   print(f"{r['mixture']}: {r['modes']:.2f}/{r['num_modes']} modes, {100 * r['hq']:.1f}% HQ, "
-        f"reverse KL {r['reverse_kl']:.3f} ({seeds}) -> "
+        f"reverse KL {r['reverse_kl']:.3f} ({cli.seeds_phrase(r['num_seeds'])}) -> "
         f"{FLAGS.workdir}/results.json")
 
 
