@@ -5,7 +5,9 @@
         [--config=experiments/configs/stacked_mnist.py[:cpu]] [--config.pack=2]
 
 Writes DIR/results.json (modes of 1000 and KL to uniform: means and per seed, and
-the real data's own scores), DIR/metrics.jsonl and DIR/samples_seed0.png.
+the real data's own scores), DIR/metrics.jsonl and DIR/samples_seed0.png. The same
+command again resumes a stopped run; with a larger --config.num_steps it trains a finished
+run further (at a constant learning rate, while the run is on its first seed).
 
     python -m experiments.stacked_mnist --workdir=DIR --rescore=CLF2
 

@@ -159,8 +159,8 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
   draw_fn = sampler(c, c.eval_samples)
   # A larger num_steps trains a finished run further, unless the learning rate decays over it.
-  may_change = () if optimizers.decays(optimizers.check_schedule(c)) else ("num_steps",)
-  with ResumableRun(workdir, c, may_change=may_change, added_keys=ADDED_KEYS) as run_dir:
+  with ResumableRun(workdir, c, may_change=optimizers.may_change_on_resume(c),
+                    added_keys=ADDED_KEYS) as run_dir:
     start, seconds = 0, 0.0
     resumed = run_dir.resume(states)
     if resumed is not None:

@@ -26,6 +26,12 @@ def decays(schedule: str) -> bool:
   return schedule != DEFAULT_SCHEDULE
 
 
+def may_change_on_resume(config) -> tuple[str, ...]:
+  """The config keys a benchmark run may change when it resumes: `num_steps`, to train a
+  run further, unless the learning rate decays over `num_steps`."""
+  return () if decays(check_schedule(config)) else ("num_steps",)
+
+
 def learning_rate(peak: float, schedule: str, num_updates: int) -> optax.ScalarOrSchedule:
   """`peak` throughout ("constant"), or decayed from `peak` to 0 over `num_updates`
   updates along a line ("linear") or a half cosine ("cosine")."""

@@ -153,13 +153,15 @@ def rescore(workdir: str | pathlib.Path, classifier_dir: str | pathlib.Path) -> 
 def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains `c.num_seeds` DCGANs on Stacked MNIST one after another; returns (and writes)
   results.json with the mean and per-seed modes and KL, and the real data's own scores.
-  Rerun on the same workdir, it goes on from its newest checkpoint (`ResumableRun`)."""
+  Rerun on the same workdir, it goes on from its newest checkpoint (`ResumableRun`); with a
+  larger `num_steps` (at a constant learning rate) it trains a run on its first seed further."""
   validate_config(c)
   key, seed_keys = _keys(c)
   with config_errors():  # before any data is read; each state is consumed (donated) in turn
     states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
-  with ResumableRun(workdir, c, added_keys=ADDED_KEYS) as run_dir:
+  with ResumableRun(workdir, c, may_change=optimizers.may_change_on_resume(c),
+                    added_keys=ADDED_KEYS) as run_dir:
     # A checkpoint after every evaluation, numbered seed x num_steps + step; its meta carries
     # the finished seeds' scores, so a rerun goes on from the seed and step it stopped at.
     per_seed, first_seed, first_step, seconds = [], 0, 0, 0.0
@@ -175,10 +177,21 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
             f"there, or start a new --workdir")
       per_seed, seconds = list(meta["per_seed"]), float(meta["seconds"])
       first_seed, first_step = int(meta["seed"]), int(meta["seed_step"])
+      saved_steps = meta["config"]["num_steps"]
+      if first_seed > 0 and saved_steps != c.num_steps:
+        finished = ("seed 0 was", "its state is") if first_seed == 1 else (
+            f"seeds 0-{first_seed - 1} were", "their states are")
+        raise ConfigError(
+            f"{workdir} holds a run whose {finished[0]} trained to {saved_steps} steps "
+            f"({finished[1]} not kept), so config.num_steps={c.num_steps} cannot train it "
+            f"further; keep num_steps={saved_steps} or use a new --workdir")
+      if first_step > c.num_steps:
+        raise ConfigError(f"{workdir} holds a run at step {first_step}; config.num_steps="
+                          f"{c.num_steps} must be at least that (or use a new --workdir)")
       if first_step == c.num_steps:
         first_seed, first_step = first_seed + 1, 0
-      else:
-        states[first_seed] = state
+      else:  # this seed goes on (perhaps past the num_steps it had finished at)
+        states[first_seed], per_seed = state, per_seed[:first_seed]
       log.info("resumed at seed %d step %d", first_seed, first_step)
     digits, index = _training_set(c, key)
     real_scores = mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples])))

@@ -191,3 +191,36 @@ def test_config_options_reach_the_stacked_mnist_state():
   assert state.g_historical_params is not None and state.d_historical_params is None
   plain = stacked_mnist.make_state(config_lib.get_config("smoke"), jax.random.key(0))
   assert plain.ema_decay is None and plain.g_historical_params is None
+
+
+def test_stacked_mnist_trains_a_finished_run_further(tmp_path):
+  """A finished run given a larger num_steps goes on from its checkpoint and ends where a
+  straight run of that length ends; fewer steps, or more once a later seed has started (the
+  earlier seeds' states are not kept), are refused in one line and change nothing."""
+  from experiments.configs import stacked_mnist as config_lib
+  params = jax.jit(lambda k: mnist.DigitClassifier().init(k, jnp.zeros((1, 28, 28, 1))))(
+      jax.random.key(0))["params"]  # untrained: the scores need only be deterministic
+  clf = mnist.save_classifier(tmp_path / "clf", params, {"test_accuracy": None})
+  c = config_lib.get_config("smoke")
+  c.data_dir, c.classifier_dir = str(fake_mnist(tmp_path / "mnist")), str(clf)
+  straight = stacked_mnist.run(c, tmp_path / "straight")
+  c.num_steps = 2
+  short = stacked_mnist.run(c, tmp_path / "further")
+  c.num_steps = 4
+  further = stacked_mnist.run(c, tmp_path / "further")
+  assert further["per_seed"] == straight["per_seed"] != short["per_seed"]
+  steps = [json.loads(l)["step"] for l in (tmp_path / "further" / "metrics.jsonl").read_text()
+           .splitlines()]
+  assert steps == [2, 4] and further["num_steps"] == 4
+  c.num_steps = 2
+  with pytest.raises(ConfigError, match="holds a run at step 4; config.num_steps=2 must be at "
+                                        "least that"):
+    stacked_mnist.run(c, tmp_path / "further")
+  c.num_seeds = 2
+  stacked_mnist.run(c, tmp_path / "two_seeds")
+  results = (tmp_path / "two_seeds" / "results.json").read_text()
+  c.num_steps = 4
+  with pytest.raises(ConfigError, match=r"whose seed 0 was trained to 2 steps \(its state is "
+                                        r"not kept\), so config.num_steps=4 cannot"):
+    stacked_mnist.run(c, tmp_path / "two_seeds")
+  assert (tmp_path / "two_seeds" / "results.json").read_text() == results
