@@ -313,6 +313,14 @@ class ResumableRun:
     log.info("resumed %s from its checkpoint at %d", self.workdir, self.checkpointer.latest_step())
     return state, meta
 
+  def check_resume_step(self, step: int, num_steps: int, eval_every: int | None = None) -> None:
+    """Refuses a resumed `step` that config.num_steps (or eval_every's chunks) cannot reach."""
+    if step <= num_steps and not (eval_every and step % eval_every):
+      return
+    every = (f" and config.eval_every={eval_every} must divide it" if eval_every else "")
+    raise ConfigError(f"{self.workdir} holds a run at step {step}; config.num_steps={num_steps} "
+                      f"must be at least that{every} (or use a new --workdir)")
+
   def _check_config(self, saved: dict) -> None:
     saved = {**self.added_keys, **saved}
     for key in sorted(set(saved) | set(self.config)):

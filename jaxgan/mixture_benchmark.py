@@ -166,10 +166,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     if resumed is not None:
       states, meta = resumed
       start, seconds = int(meta["step"]), float(meta["seconds"])
-      if start > c.num_steps or start % c.eval_every:
-        raise ConfigError(f"{workdir} holds a run at step {start}; config.num_steps="
-                          f"{c.num_steps} must be at least that and config.eval_every="
-                          f"{c.eval_every} must divide it (or use a new --workdir)")
+      run_dir.check_resume_step(start, c.num_steps, c.eval_every)
       log.info("resumed at step %d of %d", start, c.num_steps)
     t0 = time.perf_counter() - seconds
     for done in range(start + c.eval_every, c.num_steps + 1, c.eval_every):

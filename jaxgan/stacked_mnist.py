@@ -185,9 +185,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
             f"{workdir} holds a run whose {finished[0]} trained to {saved_steps} steps "
             f"({finished[1]} not kept), so config.num_steps={c.num_steps} cannot train it "
             f"further; keep num_steps={saved_steps} or use a new --workdir")
-      if first_step > c.num_steps:
-        raise ConfigError(f"{workdir} holds a run at step {first_step}; config.num_steps="
-                          f"{c.num_steps} must be at least that (or use a new --workdir)")
+      run_dir.check_resume_step(first_step, c.num_steps)
       if first_step == c.num_steps:
         first_seed, first_step = first_seed + 1, 0
       else:  # this seed goes on (perhaps past the num_steps it had finished at)
