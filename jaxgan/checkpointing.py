@@ -65,6 +65,40 @@ def _silence_closed_loop_callbacks() -> None:
   sys.unraisablehook = hook
 
 
+def _is_orphaned_failed_read(record: logging.LogRecord) -> bool:
+  """Whether an asyncio log record reports an orbax array read that failed after its restore did.
+
+  The other half of the leftovers of a failed restore: a read that fails in the same last
+  pass of the event loop as the one that failed the restore never reaches `asyncio.gather`,
+  which would have marked its error as seen, so when the task is garbage-collected asyncio
+  logs "Task exception was never retrieved" with a full traceback (through orbax's
+  `async_deserialize`). Whether that happens depends on timing; the error it carries is the
+  same damage the caller has already reported in one line.
+  """
+  if not record.exc_info or record.exc_info[2] is None:
+    return False
+  if not str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved"):
+    return False
+  frame = record.exc_info[2]
+  while frame is not None:
+    code = frame.tb_frame.f_code
+    if code.co_name == "async_deserialize" and "orbax" in code.co_filename:
+      return True
+    frame = frame.tb_next
+  return False
+
+
+def _silence_orphaned_failed_reads() -> None:
+  """Drops asyncio's "exception was never retrieved" tracebacks of orbax reads (once)."""
+  asyncio_logger = logging.getLogger("asyncio")
+  if not any(getattr(f, "_jaxgan_orphaned_read_filter", False) for f in asyncio_logger.filters):
+    def drop(record: logging.LogRecord) -> bool:
+      return not _is_orphaned_failed_read(record)
+
+    drop._jaxgan_orphaned_read_filter = True
+    asyncio_logger.addFilter(drop)
+
+
 def _not_the_read_only_notice(record: logging.LogRecord) -> bool:
   """A logging filter: False for orbax's absl WARNING 'Given directory is read only=...'."""
   return not str(record.msg).startswith("Given directory is read only")
@@ -78,6 +112,7 @@ class Checkpointer:
     self.directory = pathlib.Path(directory).expanduser().resolve()
     self.read_only = read_only
     _silence_closed_loop_callbacks()  # every restore below may meet a damaged checkpoint
+    _silence_orphaned_failed_reads()
     # Readers (sampling, evaluation, --profile) ask for read-only themselves, so orbax's
     # warning that the directory is read-only tells the user nothing; it is dropped here only.
     absl_logger = logging.getLogger("absl")
