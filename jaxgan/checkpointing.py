@@ -34,13 +34,18 @@ GENERATOR_FIELDS = ("g_params", "g_batch_stats", "g_ema_params", "g_ema_batch_st
 
 def _is_closed_loop_callback(unraisable) -> bool:
   """Whether an unraisable exception is a late read calling back into orbax's closed event loop."""
-  error, frame = unraisable.exc_value, unraisable.exc_traceback
-  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
-    return False
-  while frame is not None:
-    if frame.tb_frame.f_code.co_name == "call_soon_threadsafe":
+  error = unraisable.exc_value
+  return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+          and _passes_through(unraisable.exc_traceback, "call_soon_threadsafe"))
+
+
+def _passes_through(traceback, function: str, file_part: str = "") -> bool:
+  """Whether `traceback` has a frame of `function` in a file whose path contains `file_part`."""
+  while traceback is not None:
+    code = traceback.tb_frame.f_code
+    if code.co_name == function and file_part in code.co_filename:
       return True
-    frame = frame.tb_next
+    traceback = traceback.tb_next
   return False
 
 
@@ -75,17 +80,9 @@ def _is_orphaned_failed_read(record: logging.LogRecord) -> bool:
   `async_deserialize`). Whether that happens depends on timing; the error it carries is the
   same damage the caller has already reported in one line.
   """
-  if not record.exc_info or record.exc_info[2] is None:
-    return False
-  if not str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved"):
-    return False
-  frame = record.exc_info[2]
-  while frame is not None:
-    code = frame.tb_frame.f_code
-    if code.co_name == "async_deserialize" and "orbax" in code.co_filename:
-      return True
-    frame = frame.tb_next
-  return False
+  return (bool(record.exc_info)
+          and str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved")
+          and _passes_through(record.exc_info[2], "async_deserialize", "orbax"))
 
 
 def _silence_orphaned_failed_reads() -> None:
