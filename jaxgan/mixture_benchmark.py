@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # Config keys added since runs were first checkpointed, with the value that reproduces the
 # runs saved before them: such runs resume (`ResumableRun`).
 ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step",
-              "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY}
+              "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
+              "simultaneous": False}
 
 # Where each step's minibatch indices come from: "own", a per-seed key of their own; "step",
 # the step's key, as in the runs made before this option (kept to resume and reproduce them).

@@ -62,6 +62,7 @@ class GANState(struct.PyTreeNode):
   g_historical_params: PyTree = None
   d_historical_params: PyTree = None
   reuse_fake: bool = struct.field(pytree_node=False, default=False)
+  simultaneous: bool = struct.field(pytree_node=False, default=False)
 
 
 GENERATOR_OBJECTIVES = ("adversarial", "feature_matching")
@@ -112,7 +113,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  augment: str | Sequence[str] = (), pack: int = 1,
                  num_classes: int = 0, label_smoothing: float = 0.0,
                  generator_objective: str = "adversarial", g_historical_weight: float = 0.0,
-                 d_historical_weight: float = 0.0, reuse_fake: bool = False) -> GANState:
+                 d_historical_weight: float = 0.0, reuse_fake: bool = False,
+                 simultaneous: bool = False) -> GANState:
   """Initialises both networks and their optimizers.
 
   Args:
@@ -152,6 +154,11 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       and back-propagates through that update's forward pass of G, instead of
       drawing fresh ones and running G again; pytorch/examples' DCGAN does this.
       One forward pass of G less per step.
+    simultaneous: simultaneous gradient descent: both networks step from one
+      forward pass at the same parameters, G's gradient taken against D as it was
+      before its update (implies `reuse_fake`; needs n_critic=1). The ALI code that
+      PacGAN's 2-D experiments train with does this; the default alternates (G
+      against the updated D), as Goodfellow et al.'s algorithm and most GAN code.
   """
   losses.check_loss(loss)
   data_shape = tuple(int(d) for d in data_shape)
@@ -159,6 +166,9 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
   if int(n_critic) < 1:
     raise ValueError(f"n_critic must be >= 1, got {n_critic}")
+  if simultaneous and int(n_critic) != 1:
+    raise ValueError(f"simultaneous=True with n_critic={n_critic}: simultaneous updates step D "
+                     "and G once each from one forward pass; use n_critic=1 or simultaneous=False")
   if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
   augment = augment_lib.parse_policy(augment if isinstance(augment, str) else ",".join(augment))
@@ -220,7 +230,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       r1_interval=int(r1_interval), weight_clip=float(weight_clip), augment=augment,
       pack=int(pack), num_classes=num_classes, label_smoothing=label_smoothing,
       generator_objective=generator_objective, g_historical_weight=float(g_historical_weight),
-      d_historical_weight=float(d_historical_weight), reuse_fake=bool(reuse_fake),
+      d_historical_weight=float(d_historical_weight),
+      reuse_fake=bool(reuse_fake or simultaneous), simultaneous=bool(simultaneous),
       g_historical_params=copy(g_params, g_historical_weight > 0),
       d_historical_params=copy(d_params, d_historical_weight > 0))
 
@@ -229,12 +240,13 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
 _CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "ema_start": 0, "gp_weight": 0.0,
                    "r1_gamma": 0.0, "r1_interval": 1, "weight_clip": 0.0, "augment": "",
                    "pack": 1, "label_smoothing": 0.0, "generator_objective": "adversarial",
-                   "g_historical_weight": 0.0, "d_historical_weight": 0.0, "reuse_fake": False}
+                   "g_historical_weight": 0.0, "d_historical_weight": 0.0, "reuse_fake": False,
+                   "simultaneous": False}
 
 
 def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
   """The keyword options of `create_state` (loss, regularizers, EMA, packing, the
-  Improved Techniques, reuse_fake) read from a config; a missing key takes
+  Improved Techniques, reuse_fake, simultaneous) read from a config; a missing key takes
   create_state's default, and `ema_decay` 0 means no EMA. One place, so every
   program (CelebA, the 2-D mixtures, Stacked MNIST) offers the same switches."""
   options = {k: config.get(k, default) for k, default in _CONFIG_OPTIONS.items()}
@@ -353,7 +365,8 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   The batch's B real samples are split into `n_critic` equal strided chunks
   (update i takes rows i, i + n_critic, ...); G's update uses B / n_critic
   fresh latents (or, with `reuse_fake`, the last D update's latents and its
-  forward pass of G). D trains on G(z) under
+  forward pass of G). With `simultaneous`, G's gradient is taken against D's
+  parameters and statistics from before D's update. D trains on G(z) under
   `stop_gradient`. Each network's BatchNorm statistics change only in its own
   update (G runs in training mode inside D's update and vice versa, but those
   passes' statistics are discarded). Keys come from `fold_in(rng, state.step)`.
@@ -462,7 +475,11 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     y_fake = random_labels(jax.random.fold_in(label_key, state.n_critic), per_update,
                            state.num_classes, axis_name)
 
-  d_vars = {"params": d_params, "batch_stats": d_batch_stats}
+  # The D that G's update is taken against: D after its update (alternating), or D as it
+  # was before it (simultaneous gradient descent: both gradients at the same parameters).
+  g_d_params, g_d_stats = ((state.d_params, state.d_batch_stats) if state.simultaneous
+                           else (d_params, d_batch_stats))
+  d_vars = {"params": g_d_params, "batch_stats": g_d_stats}
   if state.generator_objective == "feature_matching":
     # mean f(x) over the global batch of real samples, with D as it is after its update
     _, real_features = _features(discriminator, d_vars,
@@ -480,7 +497,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
       # the pmean of gradients below completes it, with no collective inside the gradient.
       objective = 2.0 * jnp.sum(diff * local_mean)
     else:
-      fake_logits, _ = _apply(discriminator, d_params, d_batch_stats, d_input(fake, g_aug_key),
+      fake_logits, _ = _apply(discriminator, g_d_params, g_d_stats, d_input(fake, g_aug_key),
                               y_fake)
       loss = objective = losses.generator_loss(state.loss, fake_logits)
     return objective, loss

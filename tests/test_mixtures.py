@@ -145,6 +145,30 @@ def test_minibatch_key_choices_and_runs_saved_before_the_option(tmp_path):
     run._check_config(saved)
 
 
+def test_simultaneous_option_reaches_the_state_and_older_runs_resume_without_it(tmp_path):
+  """`--config.simultaneous` (PacGAN's released update order) reaches every seed's state; runs
+  saved before the option alternated, and resume as simultaneous=False only."""
+  from experiments.configs import toy
+  from jaxgan.checkpointing import ResumableRun
+  c = toy.get_config("smoke")
+  assert c.simultaneous is False
+  c.simultaneous = True
+  state = mixture_benchmark.make_state(c, jax.random.key(0))
+  assert state.simultaneous and state.reuse_fake
+  c.n_critic = 2
+  with pytest.raises(ConfigError, match="simultaneous=True with n_critic=2"):
+    mixture_benchmark.init_states(c, mixture_benchmark.seed_streams(0, 1))
+  c.n_critic = 1
+  saved = json.loads(c.to_json_best_effort())
+  del saved["simultaneous"]
+  with ResumableRun(tmp_path, c, added_keys=mixture_benchmark.ADDED_KEYS) as run:
+    with pytest.raises(ConfigError, match="config.simultaneous=False, not True; resume with"):
+      run._check_config(saved)
+    c.simultaneous = False
+    run.config = json.loads(c.to_json_best_effort())
+    run._check_config(saved)
+
+
 def test_best_variants_are_the_baseline_with_the_best_settings():
   from experiments.configs import toy
   for mixture, settings in (("ring", toy.BEST), ("grid", toy.GRID_BEST)):

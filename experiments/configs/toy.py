@@ -13,6 +13,9 @@ Defaults are PacGAN's baseline (its released configuration): G = MLP 4x400
 (BN + ReLU), z ~ N(0, I_2); D = MLP 3x200 maxout (5 pieces); weights N(0, 0.02);
 Adam lr 1e-4, beta1 0.8; batch 100; 100k training points; 400 epochs (400k
 steps); 2,500 samples per evaluation; 10 seeds. `--config.pack=4` is PacGAN4.
+One difference is kept by default: PacGAN's released code (ALI's training algorithm) steps
+D and G simultaneously from one forward pass; jaxgan alternates (G against the updated D).
+`--config.simultaneous=True` trains as PacGAN's code does.
 
 As in PacGAN, `batch_size` counts what D judges: with `pack=m` each step draws
 batch_size x m real points (and as many fakes), so PacGAN-m sees m times the
@@ -59,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rms_decay = 0.99  # rmsprop only: PyTorch's RMSprop alpha
   c.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
   c.n_critic = 1
+  # True: simultaneous gradient descent, both networks stepping from one forward pass (G's
+  # gradient against D before its update), as the ALI code PacGAN's 2-D runs train with.
+  c.simultaneous = False
   c.minibatch_key = "own"  # or "step": runs made before the option (their indices share G's z bits)
   c.pack = 1
   c.ema_decay = 0.0
