@@ -102,8 +102,12 @@ def test_auto_paths_follow_the_backend_and_size():
     resolve("fast", jnp.float32)
 
 
-def test_reuse_fake_updates_g_through_the_d_updates_forward_pass():
-  state = tiny_dcgan_state(reuse_fake=True)
+@pytest.mark.parametrize("simultaneous", [False, True], ids=["alternating", "simultaneous"])
+def test_reuse_fake_updates_g_through_the_d_updates_forward_pass(simultaneous):
+  """G's update back-propagates through the D update's forward pass of G, against D after its
+  update (alternating) or, with simultaneous=True (simultaneous gradient descent, the ALI code
+  of PacGAN's 2-D runs), against D as it was before it, parameters and BatchNorm statistics."""
+  state = tiny_dcgan_state(reuse_fake=True, simultaneous=simultaneous)
   batch = {"image": image_batches(1)[0]}
   rng = jax.random.key(5)
   new, metrics = jax.jit(train.train_step)(state, batch, rng)
@@ -113,58 +117,30 @@ def test_reuse_fake_updates_g_through_the_d_updates_forward_pass():
   for got, want in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(plain.d_params)):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
-  # G's update: the gradient of -log D'(G(z)) at the z of the D update, D' = D after its update.
+  # G's update: the gradient of -log D(G(z)) at the z of the D update.
   d_key, _ = jax.random.split(jax.random.fold_in(rng, state.step))
   z = train.latents(jax.random.fold_in(d_key, 0), 16, state.latent_dim)
+  before, after = (state.d_params, state.d_batch_stats), (new.d_params, new.d_batch_stats)
 
-  def g_loss(params):
+  def g_loss(params, d_vars):
     fake, stats = train._apply(state.generator, params, state.g_batch_stats, z)
-    logits, _ = train._apply(state.discriminator, new.d_params, new.d_batch_stats, fake)
+    logits, _ = train._apply(state.discriminator, *d_vars, fake)
     return losses.generator_loss("non_saturating", logits), stats
 
-  (loss, stats), grads = jax.value_and_grad(g_loss, has_aux=True)(state.g_params)
+  (loss, stats), grads = jax.value_and_grad(g_loss, has_aux=True)(
+      state.g_params, before if simultaneous else after)
   updates, _ = state.g_optimizer.update(grads, state.g_opt_state, state.g_params)
   want = optax.apply_updates(state.g_params, updates)
   np.testing.assert_allclose(metrics["g_loss"], loss, rtol=1e-5)
   for got, w in zip(jax.tree.leaves((new.g_params, new.g_batch_stats)),
                     jax.tree.leaves((want, stats))):
     np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+  if simultaneous:  # and not against the updated D, which gives another loss here
+    assert abs(float(metrics["g_loss"]) - float(g_loss(state.g_params, after)[0])) > 1e-4
 
 
-def test_simultaneous_takes_g_gradient_against_d_before_its_update():
-  """Simultaneous gradient descent (the ALI code of PacGAN's 2-D runs): D's update is the plain
-  step's; G's is the gradient of -log D(G(z)) at the D update's z, D as it was before its
-  update (parameters and BatchNorm statistics), so it differs from reuse_fake's."""
-  state = tiny_dcgan_state(simultaneous=True)
-  assert state.reuse_fake and state.simultaneous
-  batch = {"image": image_batches(1)[0]}
-  rng = jax.random.key(5)
-  new, metrics = jax.jit(train.train_step)(state, batch, rng)
-
-  plain, _ = jax.jit(train.train_step)(tiny_dcgan_state(), batch, rng)
-  for got, want in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(plain.d_params)):
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-
-  d_key, _ = jax.random.split(jax.random.fold_in(rng, state.step))
-  z = train.latents(jax.random.fold_in(d_key, 0), 16, state.latent_dim)
-
-  def g_loss(params):
-    fake, stats = train._apply(state.generator, params, state.g_batch_stats, z)
-    logits, _ = train._apply(state.discriminator, state.d_params, state.d_batch_stats, fake)
-    return losses.generator_loss("non_saturating", logits), stats
-
-  (loss, stats), grads = jax.value_and_grad(g_loss, has_aux=True)(state.g_params)
-  updates, _ = state.g_optimizer.update(grads, state.g_opt_state, state.g_params)
-  want = optax.apply_updates(state.g_params, updates)
-  np.testing.assert_allclose(metrics["g_loss"], loss, rtol=1e-5)
-  for got, w in zip(jax.tree.leaves((new.g_params, new.g_batch_stats)),
-                    jax.tree.leaves((want, stats))):
-    np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
-
-  # Alternating (reuse_fake) takes G's loss against the updated D: another loss.
-  _, alternating = jax.jit(train.train_step)(tiny_dcgan_state(reuse_fake=True), batch, rng)
-  assert abs(float(alternating["g_loss"]) - float(loss)) > 1e-4
-
+def test_simultaneous_needs_one_d_update_per_step_and_implies_reuse_fake():
+  assert tiny_dcgan_state(simultaneous=True).reuse_fake
   with pytest.raises(ValueError, match="simultaneous=True with n_critic=2: .* use n_critic=1 or "
                                        "simultaneous=False"):
     tiny_dcgan_state(simultaneous=True, n_critic=2)
