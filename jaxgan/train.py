@@ -481,7 +481,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
                            else (d_params, d_batch_stats))
   d_vars = {"params": g_d_params, "batch_stats": g_d_stats}
   if state.generator_objective == "feature_matching":
-    # mean f(x) over the global batch of real samples, with D as it is after its update
+    # mean f(x) over the global batch of real samples, with the D that G steps against
     _, real_features = _features(discriminator, d_vars,
                                  d_input(real, jax.random.fold_in(g_aug_key, 1)), real_labels)
     real_mean = sync(jnp.mean(jax.lax.stop_gradient(real_features), axis=0))
