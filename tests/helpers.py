@@ -41,3 +41,25 @@ def run_steps(step, state, xs, rng, rows=None):
     state, metrics = step(state, {"image": x if rows is None else x[rows]}, rng)
     history.append(metrics)
   return jax.tree.map(np.asarray, (state, history))
+
+
+def assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, config, key, old_value):
+  """A toy run saved before config `key` existed behaved as `old_value`: resuming it with the
+  current (different) value is refused in one line naming the fix; with `old_value` it resumes."""
+  import json
+
+  import pytest
+
+  from jaxgan import mixture_benchmark
+  from jaxgan.checkpointing import ResumableRun
+  from jaxgan.errors import ConfigError
+  saved = json.loads(config.to_json_best_effort())
+  del saved[key]
+  assert config[key] != old_value
+  with ResumableRun(tmp_path, config, added_keys=mixture_benchmark.ADDED_KEYS) as run:
+    with pytest.raises(ConfigError, match=f"config.{key}={old_value!r}, not {config[key]!r}; "
+                                          "resume with"):
+      run._check_config(saved)
+    config[key] = old_value
+    run.config = json.loads(config.to_json_best_effort())
+    run._check_config(saved)

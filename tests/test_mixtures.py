@@ -11,6 +11,7 @@ from jaxgan.checkpointing import Checkpointer
 from jaxgan.errors import ConfigError
 from jaxgan.models import MLPDiscriminator
 
+from helpers import assert_toy_run_saved_before_the_key_resumes_only_as
 from test_celeba_program import run_cli
 
 
@@ -128,28 +129,19 @@ def test_minibatch_key_choices_and_runs_saved_before_the_option(tmp_path):
   """Runs saved before `minibatch_key` drew their minibatches from the step's key: they
   resume only as "step", and the default ("own") refuses them in one line."""
   from experiments.configs import toy
-  from jaxgan.checkpointing import ResumableRun
   c = toy.get_config("smoke")
   c.minibatch_key = "shared"
   with pytest.raises(ConfigError, match="config.minibatch_key='shared' is unknown; choose one of "
                                         "own, step"):
     mixture_benchmark.validate_config(c)
   c.minibatch_key = "own"
-  saved = json.loads(c.to_json_best_effort())
-  del saved["minibatch_key"]
-  with ResumableRun(tmp_path, c, added_keys=mixture_benchmark.ADDED_KEYS) as run:
-    with pytest.raises(ConfigError, match="config.minibatch_key='step', not 'own'; resume with"):
-      run._check_config(saved)
-    c.minibatch_key = "step"
-    run.config = json.loads(c.to_json_best_effort())
-    run._check_config(saved)
+  assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, c, "minibatch_key", "step")
 
 
 def test_simultaneous_option_reaches_the_state_and_older_runs_resume_without_it(tmp_path):
   """`--config.simultaneous` (PacGAN's released update order) reaches every seed's state; runs
   saved before the option alternated, and resume as simultaneous=False only."""
   from experiments.configs import toy
-  from jaxgan.checkpointing import ResumableRun
   c = toy.get_config("smoke")
   assert c.simultaneous is False
   c.simultaneous = True
@@ -159,14 +151,7 @@ def test_simultaneous_option_reaches_the_state_and_older_runs_resume_without_it(
   with pytest.raises(ConfigError, match="simultaneous=True with n_critic=2"):
     mixture_benchmark.init_states(c, mixture_benchmark.seed_streams(0, 1))
   c.n_critic = 1
-  saved = json.loads(c.to_json_best_effort())
-  del saved["simultaneous"]
-  with ResumableRun(tmp_path, c, added_keys=mixture_benchmark.ADDED_KEYS) as run:
-    with pytest.raises(ConfigError, match="config.simultaneous=False, not True; resume with"):
-      run._check_config(saved)
-    c.simultaneous = False
-    run.config = json.loads(c.to_json_best_effort())
-    run._check_config(saved)
+  assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, c, "simultaneous", False)
 
 
 def test_best_variants_are_the_baseline_with_the_best_settings():

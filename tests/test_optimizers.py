@@ -15,6 +15,8 @@ from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError
 from jaxgan.train import optimizers_from_config, train_step
 
+from helpers import assert_toy_run_saved_before_the_key_resumes_only_as
+
 
 def test_schedules_start_at_the_peak_and_reach_zero_at_the_end():
   assert optimizers.learning_rate(2e-4, "constant", 10) == 2e-4
@@ -137,14 +139,8 @@ def test_toy_program_decays_and_refuses_to_stretch_a_decay_on_resume(tmp_path):
 def test_runs_saved_before_the_key_existed_resume_at_a_constant_rate(tmp_path):
   from experiments.configs import toy
   c = toy.get_config("smoke")
-  saved = json.loads(c.to_json_best_effort())
-  del saved["lr_schedule"]  # the config of a run of the version before the key
-  with ResumableRun(tmp_path, c, added_keys=mixture_benchmark.ADDED_KEYS) as run:
-    run._check_config(saved)  # constant: the old behaviour
-    c.lr_schedule = "linear"
-    run.config = json.loads(c.to_json_best_effort())
-    with pytest.raises(ConfigError, match="config.lr_schedule='constant', not 'linear'; resume"):
-      run._check_config(saved)
+  c.lr_schedule = "linear"
+  assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, c, "lr_schedule", "constant")
 
 
 def test_celeba_config_checks_the_schedule_and_its_resume():
