@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # runs saved before them: such runs resume (`ResumableRun`).
 ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step",
               "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
-              "simultaneous": False}
+              "simultaneous": False, "g_steps": 1}
 
 # Where each step's minibatch indices come from: "own", a per-seed key of their own; "step",
 # the step's key, as in the runs made before this option (kept to resume and reproduce them).
@@ -60,7 +60,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.mixture={c.mixture!r} is unknown; choose one of "
                       f"{', '.join(mixtures.MIXTURES)}")
   check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
-                          "eval_samples", "latent_dim", "n_critic", "pack", "d_maxout",
+                          "eval_samples", "latent_dim", "n_critic", "g_steps", "pack", "d_maxout",
                           "r1_interval"))
   optimizers.check_optimizer(c)
   optimizers.check_schedule(c)

@@ -1,10 +1,11 @@
 """G's and D's optimizers (Adam, or RMSProp as the original WGAN used) with an optional
 learning-rate decay over the run.
 
-A decay counts optimizer updates: G is updated once per training step and D
-`n_critic` times, so each decays over its own number of updates and both reach
-0 at `num_steps`. The schedule's position is the optimizer state's update count,
-which checkpoints carry, so a resumed run goes on along the same curve.
+A decay counts optimizer updates: G is updated `g_steps` times per training step
+(usually once) and D `n_critic` times, so each decays over its own number of
+updates and both reach 0 at `num_steps`. The schedule's position is the optimizer
+state's update count, which checkpoints carry, so a resumed run goes on along the
+same curve.
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ def optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, b1: float = 0
 
 def optimizer_pair(g_lr: float, d_lr: float, b1: float = 0.9, b2: float = 0.999, *,
                    name: str = DEFAULT_OPTIMIZER, rms_decay: float = RMSPROP_DECAY,
-                   schedule: str = DEFAULT_SCHEDULE, num_steps: int = 0, n_critic: int = 1
+                   schedule: str = DEFAULT_SCHEDULE, num_steps: int = 0, n_critic: int = 1,
+                   g_steps: int = 1
                    ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
   """(G's, D's) optimizer `name`: peak rates `g_lr`, `d_lr` (TTUR when they differ),
   decayed over `num_steps` training steps unless `schedule` is "constant"."""
   if decays(schedule) and num_steps < 1:
     raise ValueError(f"schedule {schedule!r} decays over the run: give num_steps >= 1")
   hyper = {"b1": b1, "b2": b2, "rms_decay": rms_decay}
-  return (optimizer(name, learning_rate(g_lr, schedule, num_steps), **hyper),
+  return (optimizer(name, learning_rate(g_lr, schedule, num_steps * g_steps), **hyper),
           optimizer(name, learning_rate(d_lr, schedule, num_steps * n_critic), **hyper))

@@ -39,7 +39,8 @@ _PAD = (IMAGE_SIZE - 28) // 2
 # Config keys added since runs were first checkpointed, with the value that reproduces the
 # runs saved before them (`ResumableRun`).
 ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE,
-              "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY}
+              "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
+              "g_steps": 1}
 
 
 def padded_digits(images: np.ndarray) -> jax.Array:
@@ -76,7 +77,8 @@ def mode_metrics(digits: np.ndarray) -> dict[str, float]:
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
   check_positive_ints(c, ("num_seeds", "num_train", "batch_size", "num_steps", "eval_every",
-                          "eval_samples", "latent_dim", "ngf", "ndf", "pack", "n_critic"))
+                          "eval_samples", "latent_dim", "ngf", "ndf", "pack", "n_critic",
+                          "g_steps"))
   optimizers.check_optimizer(c)
   optimizers.check_schedule(c)
   if c.num_steps % c.eval_every:

@@ -42,6 +42,7 @@ class GANState(struct.PyTreeNode):
   latent_dim: int = struct.field(pytree_node=False, default=100)
   data_shape: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64, 3))
   n_critic: int = struct.field(pytree_node=False, default=1)
+  g_steps: int = struct.field(pytree_node=False, default=1)
   ema_decay: float | None = struct.field(pytree_node=False, default=None)
   g_ema_params: PyTree = None  # an EMA of g_params when ema_decay is set, else None
   # The EMA generator's own BatchNorm statistics (when G has BatchNorm and an EMA), else None.
@@ -108,6 +109,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  g_optimizer: optax.GradientTransformation,
                  d_optimizer: optax.GradientTransformation, latent_dim: int,
                  data_shape: Sequence[int], loss: str = "non_saturating", n_critic: int = 1,
+                 g_steps: int = 1,
                  ema_decay: float | None = None, ema_start: int = 0, gp_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_interval: int = 1, weight_clip: float = 0.0,
                  augment: str | Sequence[str] = (), pack: int = 1,
@@ -124,6 +126,10 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     latent_dim: size of z ~ N(0, I).
     loss: one of `jaxgan.losses.LOSSES`.
     n_critic: discriminator updates per generator update.
+    g_steps: generator updates per step, all on the step's latents and against
+      the same D, after D's updates; DCGAN-tensorflow (and PacGAN's Stacked
+      MNIST code built on it) runs two, "to make sure that d_loss does not go to
+      zero". EMA and historical averages are updated once per step.
     ema_decay: when set, `g_ema_params` tracks an exponential moving average of
       G's parameters, used by `sample` and evaluation. A G with BatchNorm also
       gets `g_ema_batch_stats`: each step runs the EMA parameters forward on that
@@ -166,6 +172,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
   if int(n_critic) < 1:
     raise ValueError(f"n_critic must be >= 1, got {n_critic}")
+  if int(g_steps) < 1:
+    raise ValueError(f"g_steps must be >= 1, got {g_steps}")
   if simultaneous and int(n_critic) != 1:
     raise ValueError(f"simultaneous=True with n_critic={n_critic}: simultaneous updates step D "
                      "and G once each from one forward pass; use n_critic=1 or simultaneous=False")
@@ -222,7 +230,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       generator=generator, discriminator=discriminator,
       g_optimizer=g_optimizer, d_optimizer=d_optimizer,
       loss=loss, latent_dim=int(latent_dim), data_shape=data_shape, n_critic=int(n_critic),
-      ema_decay=ema_decay,
+      g_steps=int(g_steps), ema_decay=ema_decay,
       g_ema_params=copy(g_params, ema_decay is not None),
       g_ema_batch_stats=copy(g_vars.get("batch_stats"),
                              ema_decay is not None and bool(g_vars.get("batch_stats"))),
@@ -237,11 +245,11 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
 
 
 # create_state's training options, as the configs of `experiments/configs/` name them.
-_CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "ema_start": 0, "gp_weight": 0.0,
-                   "r1_gamma": 0.0, "r1_interval": 1, "weight_clip": 0.0, "augment": "",
-                   "pack": 1, "label_smoothing": 0.0, "generator_objective": "adversarial",
-                   "g_historical_weight": 0.0, "d_historical_weight": 0.0, "reuse_fake": False,
-                   "simultaneous": False}
+_CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "g_steps": 1, "ema_start": 0,
+                   "gp_weight": 0.0, "r1_gamma": 0.0, "r1_interval": 1, "weight_clip": 0.0,
+                   "augment": "", "pack": 1, "label_smoothing": 0.0,
+                   "generator_objective": "adversarial", "g_historical_weight": 0.0,
+                   "d_historical_weight": 0.0, "reuse_fake": False, "simultaneous": False}
 
 
 def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,19 +262,20 @@ def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def optimizers_from_config(config: Mapping[str, Any], num_steps: int | None = None,
-                           n_critic: int | None = None, optimizer_key: str = "optimizer"
-                           ) -> dict[str, Any]:
+                           n_critic: int | None = None, optimizer_key: str = "optimizer",
+                           g_steps: int | None = None) -> dict[str, Any]:
   """create_state's `g_optimizer` and `d_optimizer`, read from a config: the optimizer under
   `optimizer_key` (default "adam"; or "rmsprop" with `rms_decay`), `g_lr`, `d_lr`, `b1`, `b2`
-  and `lr_schedule` (default "constant"; see `jaxgan.optimizers`), decaying over `num_steps`
-  and `n_critic` (read from the config when not given)."""
+  and `lr_schedule` (default "constant"; see `jaxgan.optimizers`), decaying over `num_steps`,
+  `n_critic` and `g_steps` (read from the config when not given; default 1)."""
   g, d = optimizers.optimizer_pair(
       config["g_lr"], config["d_lr"], config["b1"], config["b2"],
       name=optimizers.check_optimizer(config, optimizer_key),
       rms_decay=config.get("rms_decay", optimizers.RMSPROP_DECAY),
       schedule=optimizers.check_schedule(config),
       num_steps=int(config["num_steps"] if num_steps is None else num_steps),
-      n_critic=int(config.get("n_critic", 1) if n_critic is None else n_critic))
+      n_critic=int(config.get("n_critic", 1) if n_critic is None else n_critic),
+      g_steps=int(config.get("g_steps", 1) if g_steps is None else g_steps))
   return {"g_optimizer": g, "d_optimizer": d}
 
 
@@ -360,12 +369,13 @@ def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> tuple[jax.A
 
 def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                axis_name: str | None = None) -> tuple[GANState, dict[str, jax.Array]]:
-  """One GAN iteration: `n_critic` discriminator updates, then one generator update.
+  """One GAN iteration: `n_critic` discriminator updates, then `g_steps` generator updates.
 
   The batch's B real samples are split into `n_critic` equal strided chunks
   (update i takes rows i, i + n_critic, ...); G's update uses B / n_critic
   fresh latents (or, with `reuse_fake`, the last D update's latents and its
-  forward pass of G). With `simultaneous`, G's gradient is taken against D's
+  forward pass of G); with `g_steps` > 1 every G update uses those latents,
+  against the same D. With `simultaneous`, G's gradient is taken against D's
   parameters and statistics from before D's update. D trains on G(z) under
   `stop_gradient`. Each network's BatchNorm statistics change only in its own
   update (G runs in training mode inside D's update and vice versa, but those
@@ -507,25 +517,31 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
       return jnp.zeros(())
     return state.g_historical_weight * historical_penalty(params, state.g_historical_params)
 
-  def g_loss_fn(params):
-    fake, stats = generator_forward(params, z, y_fake)
+  def g_loss_fn(params, batch_stats):
+    fake, stats = _apply(generator, params, batch_stats, z, y_fake)
     objective, loss = g_objective(fake)
     penalty = g_penalty(params)
     return objective + penalty, (loss + penalty, stats)
 
-  if state.reuse_fake:  # back-propagate through the D update's forward pass of G
-    (_, g_loss), d_fake = jax.value_and_grad(g_objective, has_aux=True)(fake)
-    g_grads, = g_vjp(d_fake)
-    g_batch_stats = reused_g_stats
-    if state.g_historical_params is not None:
-      penalty, penalty_grads = jax.value_and_grad(g_penalty)(state.g_params)
-      g_loss, g_grads = g_loss + penalty, jax.tree.map(jnp.add, g_grads, penalty_grads)
-  else:
-    (_, (g_loss, g_batch_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.g_params)
-  g_grads = sync(g_grads)
-  updates, g_opt_state = state.g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
-  g_params = optax.apply_updates(state.g_params, updates)
+  g_params, g_batch_stats, g_opt_state = state.g_params, state.g_batch_stats, state.g_opt_state
+  g_metrics = []
+  for j in range(state.g_steps):  # a Python loop, as D's updates above
+    if state.reuse_fake and j == 0:  # back-propagate through the D update's forward pass of G
+      (_, g_loss), d_fake = jax.value_and_grad(g_objective, has_aux=True)(fake)
+      g_grads, = g_vjp(d_fake)
+      g_batch_stats = reused_g_stats
+      if state.g_historical_params is not None:
+        penalty, penalty_grads = jax.value_and_grad(g_penalty)(g_params)
+        g_loss, g_grads = g_loss + penalty, jax.tree.map(jnp.add, g_grads, penalty_grads)
+    else:
+      (_, (g_loss, g_batch_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+          g_params, g_batch_stats)
+    g_grads = sync(g_grads)
+    updates, g_opt_state = state.g_optimizer.update(g_grads, g_opt_state, g_params)
+    g_params = optax.apply_updates(g_params, updates)
+    g_metrics.append({"g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)})
+  g_metrics = (g_metrics[0] if state.g_steps == 1 else
+               jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *g_metrics))
   g_ema_params = state.g_ema_params
   if g_ema_params is not None:  # a copy of G until ema_start, an average from then on
     decay = jnp.where(state.step < state.ema_start, 0.0, state.ema_decay)
@@ -541,7 +557,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
   if d_hist is not None:
     d_hist = update_historical_mean(d_hist, d_params, state.step)
 
-  metrics = sync({**d_metrics, "g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)})
+  metrics = sync({**d_metrics, **g_metrics})
   new_state = state.replace(
       step=state.step + 1, g_params=g_params, d_params=d_params,
       g_batch_stats=sync(g_batch_stats, g_synced), d_batch_stats=d_batch_stats,

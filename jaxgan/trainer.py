@@ -86,7 +86,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("ema_start", "gp_weight", "r1_gamma", "weight_clip", "g_historical_weight",
               "d_historical_weight"):
     _check(config.get(key, 0) >= 0, f"config.{key} must be >= 0, got {config.get(key)}")
-  for key in ("r1_interval", "pack"):
+  for key in ("r1_interval", "pack", "g_steps"):
     _check(_is_int(config.get(key, 1)) and config.get(key, 1) >= 1,
            f"config.{key} must be an integer >= 1, got {config.get(key)!r}")
   try:
@@ -199,7 +199,7 @@ def create_state_from_config(config: ml_collections.ConfigDict, rng: jax.Array) 
       generator=make_generator(config),
       discriminator=make_discriminator(config),
       **optimizers_from_config(o, num_steps=config.num_steps, n_critic=config.get("n_critic", 1),
-                               optimizer_key="name"),
+                               g_steps=config.get("g_steps", 1), optimizer_key="name"),
       latent_dim=config.latent_dim, data_shape=(size, size, ch), **options_from_config(config))
 
 
@@ -227,7 +227,7 @@ def _format_eta(seconds: float) -> str:
 
 
 _COMPUTE_KEYS = ("upsample", "conv_impl", "dtype")
-_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "ema_decay", "pack",
+_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "g_steps", "ema_decay", "pack",
                     "g_historical_weight", "d_historical_weight")
 
 

@@ -43,9 +43,11 @@ def run_steps(step, state, xs, rng, rows=None):
   return jax.tree.map(np.asarray, (state, history))
 
 
-def assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, config, key, old_value):
-  """A toy run saved before config `key` existed behaved as `old_value`: resuming it with the
-  current (different) value is refused in one line naming the fix; with `old_value` it resumes."""
+def assert_run_saved_before_the_key_resumes_only_as(tmp_path, config, key, old_value,
+                                                    added_keys=None):
+  """A toy (or, with its `added_keys`, Stacked MNIST) run saved before config `key` existed
+  behaved as `old_value`: resuming it with the current (different) value is refused in one line
+  naming the fix; with `old_value` it resumes."""
   import json
 
   import pytest
@@ -56,7 +58,8 @@ def assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, config, key, o
   saved = json.loads(config.to_json_best_effort())
   del saved[key]
   assert config[key] != old_value
-  with ResumableRun(tmp_path, config, added_keys=mixture_benchmark.ADDED_KEYS) as run:
+  added_keys = mixture_benchmark.ADDED_KEYS if added_keys is None else added_keys
+  with ResumableRun(tmp_path, config, added_keys=added_keys) as run:
     with pytest.raises(ConfigError, match=f"config.{key}={old_value!r}, not {config[key]!r}; "
                                           "resume with"):
       run._check_config(saved)

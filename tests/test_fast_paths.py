@@ -139,6 +139,42 @@ def test_reuse_fake_updates_g_through_the_d_updates_forward_pass(simultaneous):
     assert abs(float(metrics["g_loss"]) - float(g_loss(state.g_params, after)[0])) > 1e-4
 
 
+@pytest.mark.parametrize("reuse_fake", [False, True], ids=["fresh_z", "reuse_fake"])
+def test_g_steps_updates_g_again_on_the_same_latents_against_the_same_d(reuse_fake):
+  """g_steps=2 (DCGAN-tensorflow's "run g_optim twice"): D's update is the plain step's; G takes
+  two updates on the step's latents (fresh, or the D update's with reuse_fake), each against D
+  after its update, the second from the first's parameters, statistics and optimizer state."""
+  state = tiny_dcgan_state(reuse_fake=reuse_fake, g_steps=2)
+  batch = {"image": image_batches(1)[0]}
+  rng = jax.random.key(5)
+  new, metrics = jax.jit(train.train_step)(state, batch, rng)
+  plain, _ = jax.jit(train.train_step)(tiny_dcgan_state(reuse_fake=reuse_fake), batch, rng)
+  for got, want in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(plain.d_params)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+  d_key, g_key = jax.random.split(jax.random.fold_in(rng, state.step))
+  z = train.latents(jax.random.fold_in(d_key, 0) if reuse_fake else g_key, 16, state.latent_dim)
+
+  def g_loss(params, stats):
+    fake, stats = train._apply(state.generator, params, stats, z)
+    logits, _ = train._apply(state.discriminator, new.d_params, new.d_batch_stats, fake)
+    return losses.generator_loss("non_saturating", logits), stats
+
+  params, stats, opt_state, step_losses = state.g_params, state.g_batch_stats, state.g_opt_state, []
+  for _ in range(2):
+    (loss, stats), grads = jax.value_and_grad(g_loss, has_aux=True)(params, stats)
+    updates, opt_state = state.g_optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    step_losses.append(float(loss))
+  assert step_losses[1] < step_losses[0]  # the second update starts where the first ended
+  np.testing.assert_allclose(metrics["g_loss"], np.mean(step_losses), rtol=1e-5)
+  for got, w in zip(jax.tree.leaves((new.g_params, new.g_batch_stats, new.g_opt_state)),
+                    jax.tree.leaves((params, stats, opt_state))):
+    np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="g_steps must be >= 1, got 0"):
+    tiny_dcgan_state(g_steps=0)
+
+
 def test_simultaneous_needs_one_d_update_per_step_and_implies_reuse_fake():
   assert tiny_dcgan_state(simultaneous=True).reuse_fake
   with pytest.raises(ValueError, match="simultaneous=True with n_critic=2: .* use n_critic=1 or "
@@ -147,8 +183,9 @@ def test_simultaneous_needs_one_d_update_per_step_and_implies_reuse_fake():
 
 
 def test_reuse_fake_with_every_g_option_under_pmap_equals_one_device():
-  """n_critic, feature matching, historical averaging, augmentation: 2 devices == 1 device."""
-  kwargs = dict(reuse_fake=True, n_critic=2, generator_objective="feature_matching",
+  """n_critic, g_steps, feature matching, historical averaging, augmentation: 2 devices ==
+  1 device."""
+  kwargs = dict(reuse_fake=True, n_critic=2, g_steps=2, generator_objective="feature_matching",
                 g_historical_weight=0.01, augment="translation")
   xs = image_batches(2)
   one, m1 = run_steps(jax.jit(train.train_step), sgd_state(**kwargs), xs, jax.random.key(3))

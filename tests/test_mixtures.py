@@ -11,7 +11,7 @@ from jaxgan.checkpointing import Checkpointer
 from jaxgan.errors import ConfigError
 from jaxgan.models import MLPDiscriminator
 
-from helpers import assert_toy_run_saved_before_the_key_resumes_only_as
+from helpers import assert_run_saved_before_the_key_resumes_only_as
 from test_celeba_program import run_cli
 
 
@@ -135,7 +135,7 @@ def test_minibatch_key_choices_and_runs_saved_before_the_option(tmp_path):
                                         "own, step"):
     mixture_benchmark.validate_config(c)
   c.minibatch_key = "own"
-  assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, c, "minibatch_key", "step")
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path, c, "minibatch_key", "step")
 
 
 def test_simultaneous_option_reaches_the_state_and_older_runs_resume_without_it(tmp_path):
@@ -151,7 +151,40 @@ def test_simultaneous_option_reaches_the_state_and_older_runs_resume_without_it(
   with pytest.raises(ConfigError, match="simultaneous=True with n_critic=2"):
     mixture_benchmark.init_states(c, mixture_benchmark.seed_streams(0, 1))
   c.n_critic = 1
-  assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, c, "simultaneous", False)
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path, c, "simultaneous", False)
+
+
+def test_g_steps_reaches_every_programs_state_and_older_runs_resume_with_one(tmp_path):
+  """`--config.g_steps` (G updates per step) reaches the state in all three programs, bad
+  values are refused in one line, and runs saved before the key resume as g_steps=1 only."""
+  import pathlib
+
+  from experiments.configs import celeba, stacked_mnist as stacked_config, toy
+  from jaxgan import stacked_mnist, trainer
+  key = jax.random.key(0)
+  c = toy.get_config("smoke")
+  assert c.g_steps == 1
+  c.g_steps = 0
+  with pytest.raises(ConfigError, match="config.g_steps must be a positive integer, got 0"):
+    mixture_benchmark.validate_config(c)
+  c.g_steps = 2
+  assert mixture_benchmark.make_state(c, key).g_steps == 2
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path / "toy", c, "g_steps", 1)
+  s = stacked_config.get_config("smoke")
+  s.g_steps, s.classifier_dir = 2, "unused"
+  stacked_mnist.validate_config(s)
+  assert stacked_mnist.make_state(s, key).g_steps == 2
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path / "stacked", s, "g_steps", 1,
+                                                  stacked_mnist.ADDED_KEYS)
+  m = celeba.get_config("smoke")
+  saved = json.loads(m.to_json())
+  m.g_steps = 2
+  assert trainer.create_state_from_config(m, key).g_steps == 2
+  with pytest.raises(ConfigError, match="config.g_steps=1, not 2; resume with the same"):
+    trainer._check_compatible(saved, m, pathlib.Path("w"))
+  m.g_steps = 0
+  with pytest.raises(ConfigError, match="config.g_steps must be an integer >= 1, got 0"):
+    trainer.validate_config(m)
 
 
 def test_best_variants_are_the_baseline_with_the_best_settings():

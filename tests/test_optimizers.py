@@ -15,7 +15,7 @@ from jaxgan.checkpointing import ResumableRun
 from jaxgan.errors import ConfigError
 from jaxgan.train import optimizers_from_config, train_step
 
-from helpers import assert_toy_run_saved_before_the_key_resumes_only_as
+from helpers import assert_run_saved_before_the_key_resumes_only_as
 
 
 def test_schedules_start_at_the_peak_and_reach_zero_at_the_end():
@@ -39,11 +39,21 @@ def _update_sizes(tx, count):
   return np.array(sizes)
 
 
-def test_d_decays_over_its_n_critic_updates_per_step():
-  """10 steps with n_critic=2: G makes 10 updates and D 20, and both end at 0."""
+def test_each_network_decays_over_its_own_updates_per_step():
+  """10 steps with n_critic=2: G makes 10 updates and D 20, and both end at 0; with g_steps=3,
+  G makes 30. The CelebA program passes its g_steps to G's schedule."""
   g, d = optimizers.optimizer_pair(1.0, 0.5, 0.5, 0.999, schedule="linear", num_steps=10, n_critic=2)
   np.testing.assert_allclose(_update_sizes(g, 10), 1.0 - np.arange(10) / 10, atol=1e-5)
   np.testing.assert_allclose(_update_sizes(d, 20), 0.5 * (1.0 - np.arange(20) / 20), atol=1e-5)
+  g, d = optimizers.optimizer_pair(1.0, 0.5, 0.5, 0.999, schedule="linear", num_steps=10, g_steps=3)
+  np.testing.assert_allclose(_update_sizes(g, 30), 1.0 - np.arange(30) / 30, atol=1e-5)
+  np.testing.assert_allclose(_update_sizes(d, 10), 0.5 * (1.0 - np.arange(10) / 10), atol=1e-5)
+  from experiments.configs import celeba
+  c = celeba.get_config("smoke")
+  c.optimizer.lr_schedule, c.num_steps, c.g_steps = "linear", 10, 2
+  g = trainer.create_state_from_config(c, jax.random.key(0)).g_optimizer
+  np.testing.assert_allclose(_update_sizes(g, 20), c.optimizer.g_lr * (1.0 - np.arange(20) / 20),
+                             rtol=1e-4, atol=1e-9)
   constant = optimizers_from_config({"g_lr": 1.0, "d_lr": 0.5, "b1": 0.5, "b2": 0.999,
                                      "num_steps": 10})  # no lr_schedule key: constant
   np.testing.assert_allclose(_update_sizes(constant["d_optimizer"], 5), 0.5, atol=1e-5)
@@ -140,7 +150,7 @@ def test_runs_saved_before_the_key_existed_resume_at_a_constant_rate(tmp_path):
   from experiments.configs import toy
   c = toy.get_config("smoke")
   c.lr_schedule = "linear"
-  assert_toy_run_saved_before_the_key_resumes_only_as(tmp_path, c, "lr_schedule", "constant")
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path, c, "lr_schedule", "constant")
 
 
 def test_celeba_config_checks_the_schedule_and_its_resume():

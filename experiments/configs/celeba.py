@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.num_steps = 20_000
   c.loss = "non_saturating"
   c.n_critic = 1
+  c.g_steps = 1  # G updates per step on the same latents (DCGAN-tensorflow runs 2)
   c.latent_dim = 100
   c.ema_decay = 0.0  # 0 disables the EMA of G; e.g. 0.999 enables it
   c.ema_start = 0  # the EMA copies G until this step, then averages

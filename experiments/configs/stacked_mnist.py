@@ -38,6 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rms_decay = 0.99  # rmsprop only: PyTorch's RMSprop alpha
   c.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
   c.n_critic = 1
+  # G updates per step, on the same latents (DCGAN-tensorflow and PacGAN's Stacked MNIST code: 2)
+  c.g_steps = 1
   c.pack = 1
   c.ema_decay = 0.0
   # "Improved Techniques for Training GANs" (Salimans et al. 2016), as in toy.py

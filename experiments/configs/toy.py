@@ -62,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rms_decay = 0.99  # rmsprop only: PyTorch's RMSprop alpha
   c.lr_schedule = "constant"  # constant | linear | cosine: decay to 0 at num_steps
   c.n_critic = 1
+  # G updates per step, on the same latents (DCGAN-tensorflow and PacGAN's Stacked MNIST code: 2)
+  c.g_steps = 1
   # True: simultaneous gradient descent, both networks stepping from one forward pass (G's
   # gradient against D before its update), as the ALI code PacGAN's 2-D runs train with.
   c.simultaneous = False
