@@ -229,6 +229,8 @@ def _format_eta(seconds: float) -> str:
 _COMPUTE_KEYS = ("upsample", "conv_impl", "dtype")
 _COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "g_steps", "ema_decay", "pack",
                     "g_historical_weight", "d_historical_weight")
+# Of those, the keys added since runs were first saved, with the value such runs trained with.
+_ADDED_KEYS = {"g_steps": 1, "pack": 1, "g_historical_weight": 0.0, "d_historical_weight": 0.0}
 
 
 class _StopSignals:
@@ -277,6 +279,8 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
     raise ConfigError(f"{workdir} holds a run with config.optimizer.name={saved_name!r}, not "
                       f"{name!r}; resume with the same settings or use a new --workdir")
   for key in _COMPATIBLE_KEYS:
+    if saved and key not in saved and key in _ADDED_KEYS:
+      saved = {**saved, key: _ADDED_KEYS[key]}
     if key in saved and saved[key] != current[key]:
       raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "
                         f"{current[key]!r}; resume with the same settings or use a new --workdir")

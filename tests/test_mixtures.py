@@ -182,6 +182,11 @@ def test_g_steps_reaches_every_programs_state_and_older_runs_resume_with_one(tmp
   assert trainer.create_state_from_config(m, key).g_steps == 2
   with pytest.raises(ConfigError, match="config.g_steps=1, not 2; resume with the same"):
     trainer._check_compatible(saved, m, pathlib.Path("w"))
+  del saved["g_steps"]  # a CelebA run saved before the key ran one G update per step
+  with pytest.raises(ConfigError, match="config.g_steps=1, not 2; resume with the same"):
+    trainer._check_compatible(saved, m, pathlib.Path("w"))
+  m.g_steps = 1
+  trainer._check_compatible(saved, m, pathlib.Path("w"))
   m.g_steps = 0
   with pytest.raises(ConfigError, match="config.g_steps must be an integer >= 1, got 0"):
     trainer.validate_config(m)
