@@ -367,6 +367,11 @@ def _check_batch(state: GANState, batch: Mapping[str, jax.Array]) -> tuple[jax.A
   return real, labels
 
 
+def _mean_metrics(per_update: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+  """The mean of each metric over a step's updates of one network (exact for one update)."""
+  return jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *per_update)
+
+
 def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                axis_name: str | None = None) -> tuple[GANState, dict[str, jax.Array]]:
   """One GAN iteration: `n_critic` discriminator updates, then `g_steps` generator updates.
@@ -477,7 +482,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     carry, metrics = d_update(carry, reals[:, i], y, i, shared)
     d_metrics.append(metrics)
   d_params, d_batch_stats, d_opt_state = carry
-  d_metrics = jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *d_metrics)
+  d_metrics = _mean_metrics(d_metrics)
 
   g_aug_key = jax.random.fold_in(extra_key, state.n_critic)
   if not state.reuse_fake:
@@ -540,8 +545,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     updates, g_opt_state = state.g_optimizer.update(g_grads, g_opt_state, g_params)
     g_params = optax.apply_updates(g_params, updates)
     g_metrics.append({"g_loss": g_loss, "g_grad_norm": optax.tree.norm(g_grads)})
-  g_metrics = (g_metrics[0] if state.g_steps == 1 else
-               jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *g_metrics))
+  g_metrics = _mean_metrics(g_metrics)
   g_ema_params = state.g_ema_params
   if g_ema_params is not None:  # a copy of G until ema_start, an average from then on
     decay = jnp.where(state.step < state.ema_start, 0.0, state.ema_decay)

@@ -278,9 +278,9 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
   if saved and saved_name != name:  # the checkpoint holds the other optimizer's state
     raise ConfigError(f"{workdir} holds a run with config.optimizer.name={saved_name!r}, not "
                       f"{name!r}; resume with the same settings or use a new --workdir")
+  if saved:  # a run saved before a key was added trained with its _ADDED_KEYS value
+    saved = {**_ADDED_KEYS, **saved}
   for key in _COMPATIBLE_KEYS:
-    if saved and key not in saved and key in _ADDED_KEYS:
-      saved = {**saved, key: _ADDED_KEYS[key]}
     if key in saved and saved[key] != current[key]:
       raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "
                         f"{current[key]!r}; resume with the same settings or use a new --workdir")
