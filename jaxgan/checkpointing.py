@@ -268,6 +268,19 @@ def tree_digest(tree: Any) -> str:
   return h.hexdigest()
 
 
+def refuse_changed_settings(saved: dict, current: dict, keys, workdir: str | pathlib.Path,
+                            added_keys: dict[str, Any]) -> None:
+  """One-line ConfigError when a run's saved config and the `current` one differ in one of
+  `keys`. A key in `added_keys` that the saved config lacks counts as its value there: runs
+  saved before the key existed trained that way, so they resume with that value only."""
+  saved = {**added_keys, **saved}
+  for key in sorted(keys):
+    if saved.get(key) != current.get(key):
+      raise ConfigError(f"{workdir} holds a run with config.{key}={saved.get(key)!r}, not "
+                        f"{current.get(key)!r}; resume with the same settings or use a new "
+                        "--workdir")
+
+
 def read_run(workdir: str | pathlib.Path, program: str, kind: str,
              holds_run: Callable[[dict], bool], added_keys: dict[str, Any],
              make_target: Callable[[ml_collections.ConfigDict], Any], *, read_only: bool
@@ -354,12 +367,8 @@ class ResumableRun:
                       f"must be at least that{every} (or use a new --workdir)")
 
   def _check_config(self, saved: dict) -> None:
-    saved = {**self.added_keys, **saved}
-    for key in sorted(set(saved) | set(self.config)):
-      if key not in self.may_change and saved.get(key) != self.config.get(key):
-        raise ConfigError(f"{self.workdir} holds a run with config.{key}={saved.get(key)!r}, not "
-                          f"{self.config.get(key)!r}; resume with the same settings or use a new "
-                          "--workdir")
+    keys = (set(self.added_keys) | set(saved) | set(self.config)) - set(self.may_change)
+    refuse_changed_settings(saved, self.config, keys, self.workdir, self.added_keys)
 
   def logged(self) -> list[dict]:
     """The metrics lines written so far (this run's and, after a resume, the earlier ones)."""

@@ -28,7 +28,7 @@ import numpy as np
 from jaxgan import augment as augment_lib
 from jaxgan import (evaluation, input_pipeline, losses, models, optimizers, parallel, sampling,
                     summary)
-from jaxgan.checkpointing import Checkpointer, WorkdirLock
+from jaxgan.checkpointing import Checkpointer, WorkdirLock, refuse_changed_settings
 from jaxgan.errors import ConfigError, DivergedError
 from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
 from jaxgan.models.minibatch import MINIBATCH_KINDS
@@ -259,6 +259,9 @@ class _StopSignals:
 
 
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  """Refuses to resume a CelebA run whose checkpoint `config` cannot continue: another model,
+  loss, optimizer or decay (`_COMPATIBLE_KEYS`, `lr_schedule`); the other keys, e.g. num_steps
+  at a constant rate, evaluation, how layers compute, may change on resume."""
   current = json.loads(config.to_json())
   for c in (saved, current):  # how layers compute (not what they are) may change on resume
     if isinstance(c.get("model"), dict):
@@ -275,15 +278,11 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: p
                       "(resume with the same settings or use a new --workdir)")
   saved_name = (saved.get("optimizer") or {}).get("name", optimizers.DEFAULT_OPTIMIZER)
   name = optimizers.check_optimizer(config.optimizer, "optimizer.name")
-  if saved and saved_name != name:  # the checkpoint holds the other optimizer's state
-    raise ConfigError(f"{workdir} holds a run with config.optimizer.name={saved_name!r}, not "
-                      f"{name!r}; resume with the same settings or use a new --workdir")
-  if saved:  # a run saved before a key was added trained with its _ADDED_KEYS value
-    saved = {**_ADDED_KEYS, **saved}
-  for key in _COMPATIBLE_KEYS:
-    if key in saved and saved[key] != current[key]:
-      raise ConfigError(f"{workdir} holds a run with config.{key}={saved[key]!r}, not "
-                        f"{current[key]!r}; resume with the same settings or use a new --workdir")
+  if saved:  # empty when the newest checkpoint's meta was damaged: restore() falls back
+    # The checkpoint holds its optimizer's state, read as the optimizer it was saved with.
+    refuse_changed_settings({**saved, "optimizer.name": saved_name},
+                            {**current, "optimizer.name": name},
+                            ("optimizer.name", *_COMPATIBLE_KEYS), workdir, _ADDED_KEYS)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
