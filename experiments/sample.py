@@ -47,9 +47,10 @@ def main(argv):
     rng = jax.random.key(FLAGS.seed)
     if FLAGS.interpolate:
       rows = math.ceil(FLAGS.num / FLAGS.columns)
-      z = trainer.interpolation_latents(rng, rows, FLAGS.columns, config.latent_dim)
+      z = trainer.interpolation_latents(rng, rows, FLAGS.columns, config.latent_dim,
+                                        config.latent_distribution)
     else:
-      z = latents(rng, FLAGS.num, config.latent_dim)
+      z = latents(rng, FLAGS.num, config.latent_dim, distribution=config.latent_distribution)
     images = jax.device_get(generate(z))
   grid = summary.image_grid(images, columns=FLAGS.columns)
   summary.save_png(FLAGS.out, grid)

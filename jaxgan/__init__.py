@@ -6,10 +6,10 @@
 """
 
 from jaxgan import losses, models, parallel
-from jaxgan.train import (GANState, create_state, generate, guard_nonfinite, latents, sample,
-                          train_step)
+from jaxgan.train import (GANState, create_state, generate, guard_nonfinite, latents, latents_for,
+                          sample, train_step)
 
 __version__ = "0.1.0"
 
-__all__ = ["GANState", "create_state", "generate", "guard_nonfinite", "latents", "losses", "models", "parallel", "sample",
+__all__ = ["GANState", "create_state", "generate", "guard_nonfinite", "latents", "latents_for", "losses", "models", "parallel", "sample",
            "train_step"]

@@ -42,6 +42,16 @@ def check_positive_ints(config: Mapping[str, Any], keys: Iterable[str],
       raise ConfigError(f"{prefix}{key} must be a positive integer, got {value!r}")
 
 
+def check_choice(config: Mapping[str, Any], key: str, choices: Iterable[str], default: Any,
+                 prefix: str = "config.") -> Any:
+  """config[key] (`default` where the config lacks it, as in runs saved before the key);
+  ConfigError naming the key and the choices when it is not one of `choices`."""
+  value, choices = config.get(key, default), tuple(choices)
+  if value not in choices:
+    raise ConfigError(f"{prefix}{key}={value!r} is unknown; choose one of {', '.join(choices)}")
+  return value
+
+
 @contextlib.contextmanager
 def config_errors() -> Iterator[None]:
   """Re-raises a ValueError of the block (e.g. `create_state` refusing a configured value)

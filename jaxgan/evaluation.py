@@ -171,16 +171,22 @@ def reference_features(config: ml_collections.ConfigDict, network) -> Reference:
   return Reference(feats, {**protocol, "num_readable": len(feats)})
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _noise(key: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _noise(key: jax.Array, indices: jax.Array, latent_dim: int, distribution: str) -> jax.Array:
   # Sample i's noise depends on (key, i) only: not on the batch size or the number of processes.
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(indices)
+  if distribution == "uniform":
+    draw = lambda k: jax.random.uniform(k, (latent_dim,), jnp.float32, -1.0, 1.0)  # noqa: E731
+  else:
+    draw = lambda k: jax.random.normal(k, (latent_dim,))  # noqa: E731
+  return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(indices)
 
 
-def evaluation_noise(seed: int, start: int, stop: int, latent_dim: int) -> jax.Array:
-  """z of generated samples start..stop-1 of an evaluation with noise seed `seed`."""
+def evaluation_noise(seed: int, start: int, stop: int, latent_dim: int,
+                     distribution: str = "normal") -> jax.Array:
+  """z (N(0, I), or U(-1, 1) with distribution="uniform") of generated samples start..stop-1
+  of an evaluation with noise seed `seed`."""
   key = jax.random.fold_in(jax.random.key(seed), 2)
-  return _noise(key, jnp.arange(start, stop), latent_dim)
+  return _noise(key, jnp.arange(start, stop), latent_dim, distribution)
 
 
 def generated_outputs(sample_fn: Callable[[int, int], jax.Array | np.ndarray], network, num: int,
@@ -220,7 +226,8 @@ class Evaluator:
     def sample(start, stop):
       # Whole batches keep one compiled shape: the last one is filled up, then cut.
       return generate_fn(evaluation_noise(e.seed, start, start + e.batch_size,
-                                          self.config.latent_dim))
+                                          self.config.latent_dim,
+                                          self.config.get("latent_distribution", "normal")))
 
     return self.score(sample, step, {"ema": bool(ema), "sample_seed": e.seed})
 

@@ -30,9 +30,9 @@ from PIL import Image, ImageDraw
 
 from jaxgan import mixtures, models, optimizers, sampling
 from jaxgan.checkpointing import ResumableRun, read_run
-from jaxgan.errors import ConfigError, check_positive_ints, config_errors
-from jaxgan.train import (GANState, create_state, generate, latents, optimizers_from_config,
-                          options_from_config, train_step)
+from jaxgan.errors import ConfigError, check_choice, check_positive_ints, config_errors
+from jaxgan.train import (LATENT_DISTRIBUTIONS, GANState, create_state, generate, latents_for,
+                          optimizers_from_config, options_from_config, train_step)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # runs saved before them: such runs resume (`ResumableRun`).
 ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE, "minibatch_key": "step",
               "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
-              "simultaneous": False, "g_steps": 1}
+              "simultaneous": False, "g_steps": 1, "latent_distribution": "normal"}
 
 # Where each step's minibatch indices come from: "own", a per-seed key of their own; "step",
 # the step's key, as in the runs made before this option (kept to resume and reproduce them).
@@ -64,9 +64,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
                           "r1_interval"))
   optimizers.check_optimizer(c)
   optimizers.check_schedule(c)
-  if c.get("minibatch_key", "own") not in MINIBATCH_KEYS:
-    raise ConfigError(f"config.minibatch_key={c.minibatch_key!r} is unknown; choose one of "
-                      f"{', '.join(MINIBATCH_KEYS)}")
+  check_choice(c, "minibatch_key", MINIBATCH_KEYS, "own")
+  check_choice(c, "latent_distribution", LATENT_DISTRIBUTIONS, "normal")
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")
@@ -115,7 +114,7 @@ def training_points(c: ml_collections.ConfigDict, keys: dict[str, jax.Array]) ->
 
 def sampler(c: ml_collections.ConfigDict, num: int):
   """(seeds' states, seeds' keys) -> `num` samples of each seed's G: [seeds, num, 2]."""
-  return jax.jit(jax.vmap(lambda state, key: generate(state, latents(key, num, c.latent_dim))))
+  return jax.jit(jax.vmap(lambda state, key: generate(state, latents_for(state, key, num))))
 
 
 def plot(samples: np.ndarray, modes: np.ndarray, path: pathlib.Path, size: int = 480) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from jaxgan import losses
-from jaxgan.train import GANState, generate, latents, pack_samples
+from jaxgan.train import GANState, generate, latents_for, pack_samples
 
 # Azadi et al.'s epsilon: keeps log(1 - exp(d - eps)) finite at d = 0 (the maximum).
 EPSILON = 1e-6
@@ -148,7 +148,7 @@ def calibrate_discriminator(state: GANState, real: jax.Array, rng: jax.Array, *,
     params, opt_state = carry
     key = jax.random.fold_in(rng, i)
     idx = jax.random.randint(jax.random.fold_in(key, 0), (num,), 0, real.shape[0])
-    fake = generate(state, latents(jax.random.fold_in(key, 1), num, state.latent_dim))
+    fake = generate(state, latents_for(state, jax.random.fold_in(key, 1), num))
 
     def loss_fn(p):
       return losses.discriminator_loss("non_saturating", _discriminate(state, p, real[idx]),
@@ -165,7 +165,7 @@ def calibrate_discriminator(state: GANState, real: jax.Array, rng: jax.Array, *,
 
 @functools.partial(jax.jit, static_argnums=2)
 def _candidates(state: GANState, key: jax.Array, num: int, partners):
-  x = generate(state, latents(key, num, state.latent_dim))
+  x = generate(state, latents_for(state, key, num))
   return x, sample_scores(state, x, partners)
 
 
@@ -194,8 +194,7 @@ class RejectionSampler:
     k_partners, k_burn, self._key = jax.random.split(rng, 3)
     self._partners = None
     if state.pack > 1:
-      partners = generate(state, latents(k_partners, num_partners * (state.pack - 1),
-                                         state.latent_dim))
+      partners = generate(state, latents_for(state, k_partners, num_partners * (state.pack - 1)))
       self._partners = partners.reshape(num_partners, state.pack - 1, *state.data_shape)
     _, burn_scores = _candidates(state, k_burn, int(burn_in), self._partners)
     self.max_score = float(jnp.max(burn_scores))

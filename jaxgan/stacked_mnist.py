@@ -25,9 +25,9 @@ import numpy as np
 
 from jaxgan import mixture_benchmark, mnist, models, optimizers, summary
 from jaxgan.checkpointing import ResumableRun, read_run
-from jaxgan.errors import ConfigError, check_positive_ints, config_errors
-from jaxgan.train import (GANState, create_state, optimizers_from_config, options_from_config,
-                          sample, train_step)
+from jaxgan.errors import ConfigError, check_choice, check_positive_ints, config_errors
+from jaxgan.train import (LATENT_DISTRIBUTIONS, GANState, create_state, optimizers_from_config,
+                          options_from_config, sample, train_step)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _PAD = (IMAGE_SIZE - 28) // 2
 # runs saved before them (`ResumableRun`).
 ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE,
               "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
-              "g_steps": 1}
+              "g_steps": 1, "latent_distribution": "normal"}
 
 
 def padded_digits(images: np.ndarray) -> jax.Array:
@@ -81,6 +81,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
                           "g_steps"))
   optimizers.check_optimizer(c)
   optimizers.check_schedule(c)
+  check_choice(c, "latent_distribution", LATENT_DISTRIBUTIONS, "normal")
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")

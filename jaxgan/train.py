@@ -40,6 +40,7 @@ class GANState(struct.PyTreeNode):
   d_optimizer: optax.GradientTransformation = struct.field(pytree_node=False)
   loss: str = struct.field(pytree_node=False, default="non_saturating")
   latent_dim: int = struct.field(pytree_node=False, default=100)
+  latent_distribution: str = struct.field(pytree_node=False, default="normal")
   data_shape: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64, 3))
   n_critic: int = struct.field(pytree_node=False, default=1)
   g_steps: int = struct.field(pytree_node=False, default=1)
@@ -67,6 +68,15 @@ class GANState(struct.PyTreeNode):
 
 
 GENERATOR_OBJECTIVES = ("adversarial", "feature_matching")
+# z ~ N(0, I) (pytorch/examples' DCGAN, most GAN code) or U(-1, 1) (Radford et al.'s DCGAN).
+LATENT_DISTRIBUTIONS = ("normal", "uniform")
+
+
+def check_latent_distribution(distribution: str) -> str:
+  if distribution not in LATENT_DISTRIBUTIONS:
+    raise ValueError(f"unknown latent_distribution {distribution!r}; choose one of "
+                     f"{', '.join(LATENT_DISTRIBUTIONS)}")
+  return distribution
 
 
 def pack_samples(x: jax.Array, pack: int) -> jax.Array:
@@ -109,7 +119,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  g_optimizer: optax.GradientTransformation,
                  d_optimizer: optax.GradientTransformation, latent_dim: int,
                  data_shape: Sequence[int], loss: str = "non_saturating", n_critic: int = 1,
-                 g_steps: int = 1,
+                 g_steps: int = 1, latent_distribution: str = "normal",
                  ema_decay: float | None = None, ema_start: int = 0, gp_weight: float = 0.0,
                  r1_gamma: float = 0.0, r1_interval: int = 1, weight_clip: float = 0.0,
                  augment: str | Sequence[str] = (), pack: int = 1,
@@ -123,7 +133,10 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
     rng: a PRNG key (typed `jax.random.key` or raw uint32).
     generator: module mapping z [B, latent_dim] to samples [B, *data_shape].
     discriminator: module mapping samples [B, *data_shape] to logits [B].
-    latent_dim: size of z ~ N(0, I).
+    latent_dim: size of z.
+    latent_distribution: "normal" (z ~ N(0, I)) or "uniform" (z ~ U(-1, 1)^latent_dim,
+      as Radford et al.'s DCGAN and PacGAN's Stacked MNIST code draw it); training,
+      `sample` and evaluation draw z from it.
     loss: one of `jaxgan.losses.LOSSES`.
     n_critic: discriminator updates per generator update.
     g_steps: generator updates per step, all on the step's latents and against
@@ -167,6 +180,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       against the updated D), as Goodfellow et al.'s algorithm and most GAN code.
   """
   losses.check_loss(loss)
+  check_latent_distribution(latent_distribution)
   data_shape = tuple(int(d) for d in data_shape)
   if int(latent_dim) < 1:
     raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
@@ -229,7 +243,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       g_opt_state=g_optimizer.init(g_params), d_opt_state=d_optimizer.init(d_params),
       generator=generator, discriminator=discriminator,
       g_optimizer=g_optimizer, d_optimizer=d_optimizer,
-      loss=loss, latent_dim=int(latent_dim), data_shape=data_shape, n_critic=int(n_critic),
+      loss=loss, latent_dim=int(latent_dim), latent_distribution=latent_distribution,
+      data_shape=data_shape, n_critic=int(n_critic),
       g_steps=int(g_steps), ema_decay=ema_decay,
       g_ema_params=copy(g_params, ema_decay is not None),
       g_ema_batch_stats=copy(g_vars.get("batch_stats"),
@@ -245,7 +260,8 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
 
 
 # create_state's training options, as the configs of `experiments/configs/` name them.
-_CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "g_steps": 1, "ema_start": 0,
+_CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "g_steps": 1,
+                   "latent_distribution": "normal", "ema_start": 0,
                    "gp_weight": 0.0, "r1_gamma": 0.0, "r1_interval": 1, "weight_clip": 0.0,
                    "augment": "", "pack": 1, "label_smoothing": 0.0,
                    "generator_objective": "adversarial", "g_historical_weight": 0.0,
@@ -322,14 +338,24 @@ def _apply(module: nn.Module, params, batch_stats, x, labels=None, train: bool =
   return out, new_vars.get("batch_stats", batch_stats)
 
 
-def latents(key: jax.Array, num: int, latent_dim: int, axis_name: str | None = None) -> jax.Array:
-  """z ~ N(0, I) of shape [num, latent_dim].
+def latents(key: jax.Array, num: int, latent_dim: int, axis_name: str | None = None,
+            distribution: str = "normal") -> jax.Array:
+  """z of shape [num, latent_dim]: N(0, I), or U(-1, 1) with distribution="uniform".
 
   Under `axis_name` each device takes its slice of the noise for the whole
   global batch, so the noise does not depend on how the batch is split.
   """
-  return rng.draw(lambda k, n: jax.random.normal(k, (n, latent_dim), jnp.float32), key, num,
-                  axis_name)
+  if check_latent_distribution(distribution) == "uniform":
+    draw = lambda k, n: jax.random.uniform(k, (n, latent_dim), jnp.float32, -1.0, 1.0)  # noqa: E731
+  else:
+    draw = lambda k, n: jax.random.normal(k, (n, latent_dim), jnp.float32)  # noqa: E731
+  return rng.draw(draw, key, num, axis_name)
+
+
+def latents_for(state: GANState, key: jax.Array, num: int,
+                axis_name: str | None = None) -> jax.Array:
+  """`latents` of the size and distribution that `state`'s generator takes."""
+  return latents(key, num, state.latent_dim, axis_name, state.latent_distribution)
 
 
 def random_labels(key: jax.Array, num: int, num_classes: int,
@@ -422,7 +448,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
 
   def fake_inputs(i):
     """The latents and labels of D update i."""
-    z = latents(jax.random.fold_in(d_key, i), per_update, state.latent_dim, axis_name)
+    z = latents_for(state, jax.random.fold_in(d_key, i), per_update, axis_name)
     return z, random_labels(jax.random.fold_in(label_key, i), per_update, state.num_classes,
                             axis_name)
 
@@ -486,7 +512,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
 
   g_aug_key = jax.random.fold_in(extra_key, state.n_critic)
   if not state.reuse_fake:
-    z = latents(g_key, per_update, state.latent_dim, axis_name)
+    z = latents_for(state, g_key, per_update, axis_name)
     y_fake = random_labels(jax.random.fold_in(label_key, state.n_critic), per_update,
                            state.num_classes, axis_name)
 
@@ -627,4 +653,4 @@ def sample(state: GANState, rng: jax.Array, num: int,
            labels: jax.Array | None = None) -> jax.Array:
   """`num` samples from G (inference mode, EMA parameters when present), shape [num, *data_shape].
   For a class-conditional G, `labels` [num] picks the classes (default: 0, 1, ... in turn)."""
-  return _generate(state, latents(rng, int(num), state.latent_dim), labels)
+  return _generate(state, latents_for(state, rng, int(num)), labels)

@@ -29,12 +29,12 @@ from jaxgan import augment as augment_lib
 from jaxgan import (evaluation, input_pipeline, losses, models, optimizers, parallel, sampling,
                     summary)
 from jaxgan.checkpointing import Checkpointer, WorkdirLock, refuse_changed_settings
-from jaxgan.errors import ConfigError, DivergedError
+from jaxgan.errors import ConfigError, DivergedError, check_choice
 from jaxgan.models.layers import CONV_IMPLS, UPSAMPLE_IMPLS
 from jaxgan.models.minibatch import MINIBATCH_KINDS
-from jaxgan.train import (GENERATOR_OBJECTIVES, GANState, create_state, generate,
-                          generator_variables, guard_nonfinite, latents, optimizers_from_config,
-                          options_from_config)
+from jaxgan.train import (GENERATOR_OBJECTIVES, LATENT_DISTRIBUTIONS, GANState, create_state,
+                          generate, generator_variables, guard_nonfinite, latents,
+                          optimizers_from_config, options_from_config)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"config.{key} must be >= {0 if key == 'num_steps' else 1}, got {value}")
   _check(config.loss in losses.LOSSES,
          f"config.loss={config.loss!r} is unknown; choose one of {', '.join(losses.LOSSES)}")
+  check_choice(config, "latent_distribution", LATENT_DISTRIBUTIONS, "normal")
   _check(config.batch_size % config.n_critic == 0,
          f"config.batch_size={config.batch_size} must be divisible by "
          f"config.n_critic={config.n_critic} (each D update takes batch_size/n_critic images)")
@@ -217,7 +218,8 @@ def make_pipeline(config: ml_collections.ConfigDict) -> input_pipeline.ImagePipe
 
 def sample_noise(config: ml_collections.ConfigDict, num: int = NUM_SAMPLES) -> jax.Array:
   """The fixed noise batch of a run's sample grids (depends on the seed only)."""
-  return latents(jax.random.fold_in(jax.random.key(config.seed), 1), num, config.latent_dim)
+  return latents(jax.random.fold_in(jax.random.key(config.seed), 1), num, config.latent_dim,
+                 distribution=config.get("latent_distribution", "normal"))
 
 
 def _format_eta(seconds: float) -> str:
@@ -227,10 +229,11 @@ def _format_eta(seconds: float) -> str:
 
 
 _COMPUTE_KEYS = ("upsample", "conv_impl", "dtype")
-_COMPATIBLE_KEYS = ("model", "latent_dim", "loss", "n_critic", "g_steps", "ema_decay", "pack",
-                    "g_historical_weight", "d_historical_weight")
+_COMPATIBLE_KEYS = ("model", "latent_dim", "latent_distribution", "loss", "n_critic", "g_steps",
+                    "ema_decay", "pack", "g_historical_weight", "d_historical_weight")
 # Of those, the keys added since runs were first saved, with the value such runs trained with.
-_ADDED_KEYS = {"g_steps": 1, "pack": 1, "g_historical_weight": 0.0, "d_historical_weight": 0.0}
+_ADDED_KEYS = {"g_steps": 1, "pack": 1, "g_historical_weight": 0.0, "d_historical_weight": 0.0,
+               "latent_distribution": "normal"}
 
 
 class _StopSignals:
@@ -462,7 +465,8 @@ def _open_checkpoints(workdir: str | pathlib.Path, step: int | None
     raise ConfigError(f"no checkpoint in {checkpointer.directory}; train first or fix --workdir")
   if step is not None and step not in checkpointer.all_steps():
     raise ConfigError(f"no checkpoint at step {step}; available: {checkpointer.all_steps()}")
-  return checkpointer, ml_collections.ConfigDict(checkpointer.restore_meta(step)["config"])
+  saved = checkpointer.restore_meta(step)["config"]
+  return checkpointer, ml_collections.ConfigDict({**_ADDED_KEYS, **saved})
 
 
 def load_generator(workdir: str | pathlib.Path, step: int | None = None, use_ema: bool = True):
@@ -539,13 +543,19 @@ def drs_sampler(workdir: str | pathlib.Path, step: int | None = None, *,
   return sampler, config, len(real)
 
 
-def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: int) -> jax.Array:
-  """[rows * columns, latent_dim]: each row walks a great circle (slerp) between two random z."""
-  ends = latents(rng, 2 * rows, latent_dim).reshape(rows, 2, latent_dim)
+def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: int,
+                          distribution: str = "normal") -> jax.Array:
+  """[rows * columns, latent_dim]: each row walks from one random z to another, along a great
+  circle (slerp) for normal z, along a straight line for uniform z (which slerp would carry
+  out of the cube [-1, 1]^latent_dim)."""
+  ends = latents(rng, 2 * rows, latent_dim, distribution=distribution)
+  ends = ends.reshape(rows, 2, latent_dim)
   a, b = ends[:, 0], ends[:, 1]
+  t = jnp.linspace(0.0, 1.0, columns)[None, :, None]
+  if distribution == "uniform":
+    return ((1 - t) * a[:, None] + t * b[:, None]).reshape(rows * columns, latent_dim)
   cos = jnp.sum(a * b, -1, keepdims=True) / (jnp.linalg.norm(a, axis=-1, keepdims=True)
                                              * jnp.linalg.norm(b, axis=-1, keepdims=True))
   omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))[:, None]  # [rows, 1, 1]
-  t = jnp.linspace(0.0, 1.0, columns)[None, :, None]
   z = (jnp.sin((1 - t) * omega) * a[:, None] + jnp.sin(t * omega) * b[:, None]) / jnp.sin(omega)
   return z.reshape(rows * columns, latent_dim)

@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -275,3 +276,61 @@ def test_pool_reports_runs_of_other_seeds_as_one(tmp_path):
   mixture_benchmark.run(c, tmp_path / "c")
   assert "differs from" in refused(["a", "c"]) and "in config.pack (2, not 1)" in refused(["a", "c"])
   assert not (tmp_path / "out").exists()
+
+
+def test_latent_distribution_reaches_every_programs_state_and_older_runs_resume_as_normal(
+    tmp_path):
+  """`--config.latent_distribution=uniform` (z ~ U(-1, 1)) reaches the state in all three
+  programs and the CelebA program's fixed noise, interpolations and evaluation noise; unknown
+  values are refused in one line; runs saved before the key drew N(0, I) and resume so only."""
+  import pathlib
+
+  from experiments.configs import celeba, stacked_mnist as stacked_config, toy
+  from jaxgan import evaluation, stacked_mnist, trainer
+  key = jax.random.key(0)
+  c = toy.get_config("smoke")
+  assert c.latent_distribution == "normal"
+  c.latent_distribution = "gaussian"
+  with pytest.raises(ConfigError, match="config.latent_distribution='gaussian' is unknown; "
+                                        "choose one of normal, uniform"):
+    mixture_benchmark.validate_config(c)
+  c.latent_distribution = "uniform"
+  assert mixture_benchmark.make_state(c, key).latent_distribution == "uniform"
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path / "toy", c, "latent_distribution",
+                                                  "normal")
+  s = stacked_config.get_config("smoke")
+  s.latent_distribution, s.classifier_dir = "gaussian", "unused"
+  with pytest.raises(ConfigError, match="config.latent_distribution='gaussian' is unknown"):
+    stacked_mnist.validate_config(s)
+  s.latent_distribution = "uniform"
+  assert stacked_mnist.make_state(s, key).latent_distribution == "uniform"
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path / "stacked", s, "latent_distribution",
+                                                  "normal", stacked_mnist.ADDED_KEYS)
+
+  m = celeba.get_config("smoke")
+  saved = json.loads(m.to_json())
+  del saved["latent_distribution"]  # a CelebA run saved before the key drew N(0, I)
+  m.latent_distribution = "uniform"
+  trainer.validate_config(m)
+  assert trainer.create_state_from_config(m, key).latent_distribution == "uniform"
+  with pytest.raises(ConfigError, match="config.latent_distribution='normal', not 'uniform'; "
+                                        "resume with the same"):
+    trainer._check_compatible(saved, m, pathlib.Path("w"))
+  for z in (trainer.sample_noise(m), evaluation.evaluation_noise(0, 0, 256, m.latent_dim,
+                                                                 "uniform"),
+            trainer.interpolation_latents(key, 4, 8, m.latent_dim, "uniform")):
+    assert float(jnp.min(z)) >= -1.0 and float(jnp.max(z)) <= 1.0 and float(jnp.std(z)) > 0.4
+  line = trainer.interpolation_latents(key, 1, 5, m.latent_dim, "uniform")
+  np.testing.assert_allclose(line[2], (line[0] + line[4]) / 2, atol=1e-6)  # a straight line
+  assert float(jnp.max(jnp.abs(evaluation.evaluation_noise(0, 0, 256, m.latent_dim)))) > 2.0
+  # The sample and evaluate programs read a run's saved config: an older one draws N(0, I).
+  m.latent_distribution = "normal"
+  checkpoints = Checkpointer(tmp_path / "celeba" / "checkpoints", asynchronous=False)
+  checkpoints.save(1, trainer.create_state_from_config(m, key), {"config": saved})
+  checkpoints.close()
+  checkpoints, config = trainer._open_checkpoints(tmp_path / "celeba", None)
+  checkpoints.close()
+  assert config.latent_distribution == "normal"
+  m.latent_distribution = "gaussian"
+  with pytest.raises(ConfigError, match="config.latent_distribution='gaussian' is unknown"):
+    trainer.validate_config(m)

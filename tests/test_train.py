@@ -28,13 +28,18 @@ def state_values(state):
   return jax.tree.map(np.asarray, state)
 
 
-def reference_step(state, x, rng):
-  """The DCGAN algorithm written out by hand for n_critic=1 and plain SGD(lr)."""
+def reference_step(state, x, rng, uniform_z=False):
+  """The DCGAN algorithm written out by hand for n_critic=1 and plain SGD(lr); z ~ N(0, I), or
+  U(-1, 1) with `uniform_z`."""
   lr = 0.1
   g, d = state.generator, state.discriminator
   key = jax.random.fold_in(rng, state.step)
   d_key, g_key = jax.random.split(key)
-  z = jax.random.normal(jax.random.fold_in(d_key, 0), (x.shape[0], state.latent_dim))
+  if uniform_z:
+    noise = functools.partial(jax.random.uniform, minval=-1.0, maxval=1.0)
+  else:
+    noise = jax.random.normal
+  z = noise(jax.random.fold_in(d_key, 0), (x.shape[0], state.latent_dim))
   fake, _ = g.apply({"params": state.g_params, "batch_stats": state.g_batch_stats}, z,
                     mutable=["batch_stats"])  # G's statistics from this pass are discarded
 
@@ -45,7 +50,7 @@ def reference_step(state, x, rng):
 
   (dl, dv), dg = jax.value_and_grad(d_loss, has_aux=True)(state.d_params)
   d_params = jax.tree.map(lambda p, g_: p - lr * g_, state.d_params, dg)
-  z = jax.random.normal(g_key, (x.shape[0], state.latent_dim))
+  z = noise(g_key, (x.shape[0], state.latent_dim))
 
   def g_loss(p):
     out, gv = g.apply({"params": p, "batch_stats": state.g_batch_stats}, z, mutable=["batch_stats"])
@@ -58,11 +63,14 @@ def reference_step(state, x, rng):
   return (g_params, d_params, gv["batch_stats"], dv["batch_stats"]), (dl, gl)
 
 
-def test_step_follows_the_algorithm():
-  state = tiny_dcgan_state(g_optimizer=optax.sgd(0.1), d_optimizer=optax.sgd(0.1))
+@pytest.mark.parametrize("latent_distribution", ["normal", "uniform"])
+def test_step_follows_the_algorithm(latent_distribution):
+  state = tiny_dcgan_state(g_optimizer=optax.sgd(0.1), d_optimizer=optax.sgd(0.1),
+                           latent_distribution=latent_distribution)
   x, rng = images(1), jax.random.key(3)
   new, metrics = jax.jit(jaxgan.train_step)(state, {"image": x}, rng)
-  (g_params, d_params, g_stats, d_stats), (dl, gl) = jax.jit(reference_step)(state, x, rng)
+  (g_params, d_params, g_stats, d_stats), (dl, gl) = jax.jit(
+      functools.partial(reference_step, uniform_z=latent_distribution == "uniform"))(state, x, rng)
   assert_trees_close(new.g_params, g_params, rtol=1e-5, atol=1e-6)
   assert_trees_close(new.d_params, d_params, rtol=1e-5, atol=1e-6)
   assert_trees_close(new.g_batch_stats, g_stats, rtol=1e-5, atol=1e-6)
@@ -71,6 +79,27 @@ def test_step_follows_the_algorithm():
   np.testing.assert_allclose(metrics["g_loss"], gl, rtol=1e-5)
   assert int(new.step) == 1
   assert set(metrics) == {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"}
+
+
+def test_uniform_latents_fill_the_cube_and_every_sampler_draws_them():
+  z = jaxgan.latents(jax.random.key(0), 20_000, 8, distribution="uniform")
+  assert z.shape == (20_000, 8) and float(z.min()) >= -1.0 and float(z.max()) < 1.0
+  np.testing.assert_allclose(np.var(np.asarray(z), axis=0), 1 / 3, rtol=0.05)  # U(-1, 1)
+  state = tiny_dcgan_state(latent_distribution="uniform")
+  key = jax.random.key(5)
+  expected = jaxgan.generate(state, jaxgan.latents(key, 4, state.latent_dim,
+                                                   distribution="uniform"))
+  samples = jaxgan.sample(state, key, 4)
+  np.testing.assert_allclose(samples, expected, rtol=1e-4, atol=1e-8)  # jit vs op by op
+  from_normal = jaxgan.generate(state, jaxgan.latents(key, 4, state.latent_dim))
+  assert np.abs(np.asarray(samples) - np.asarray(from_normal)).max() > 1e-4
+  np.testing.assert_array_equal(jaxgan.latents_for(state, key, 4),
+                                jaxgan.latents(key, 4, state.latent_dim, distribution="uniform"))
+  with pytest.raises(ValueError, match="unknown latent_distribution 'gaussian'; choose one of "
+                                       "normal, uniform"):
+    jaxgan.latents(key, 4, 8, distribution="gaussian")
+  with pytest.raises(ValueError, match="unknown latent_distribution 'gaussian'"):
+    tiny_dcgan_state(latent_distribution="gaussian")
 
 
 def test_step_is_deterministic_and_pure():

@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_critic = 1
   c.g_steps = 1  # G updates per step on the same latents (DCGAN-tensorflow runs 2)
   c.latent_dim = 100
+  c.latent_distribution = "normal"  # z ~ N(0, I); "uniform": U(-1, 1), as Radford et al.
   c.ema_decay = 0.0  # 0 disables the EMA of G; e.g. 0.999 enables it
   c.ema_start = 0  # the EMA copies G until this step, then averages
   # G's update reuses the last D update's z and its forward pass of G (as pytorch/examples'

@@ -40,6 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_critic = 1
   # G updates per step, on the same latents (DCGAN-tensorflow and PacGAN's Stacked MNIST code: 2)
   c.g_steps = 1
+  # z ~ N(0, I); "uniform": U(-1, 1), as Radford et al.'s DCGAN and PacGAN's Stacked MNIST code
+  c.latent_distribution = "normal"
   c.pack = 1
   c.ema_decay = 0.0
   # "Improved Techniques for Training GANs" (Salimans et al. 2016), as in toy.py

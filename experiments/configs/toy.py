@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.n_critic = 1
   # G updates per step, on the same latents (DCGAN-tensorflow and PacGAN's Stacked MNIST code: 2)
   c.g_steps = 1
+  c.latent_distribution = "normal"  # z ~ N(0, I), as PacGAN's 2-D code; or "uniform": U(-1, 1)
   # True: simultaneous gradient descent, both networks stepping from one forward pass (G's
   # gradient against D before its update), as the ALI code PacGAN's 2-D runs train with.
   c.simultaneous = False
