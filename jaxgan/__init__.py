@@ -11,5 +11,5 @@ from jaxgan.train import (GANState, create_state, generate, guard_nonfinite, lat
 
 __version__ = "0.1.0"
 
-__all__ = ["GANState", "create_state", "generate", "guard_nonfinite", "latents", "latents_for", "losses", "models", "parallel", "sample",
-           "train_step"]
+__all__ = ["GANState", "create_state", "generate", "guard_nonfinite", "latents", "latents_for",
+           "losses", "models", "parallel", "sample", "train_step"]

@@ -548,8 +548,7 @@ def interpolation_latents(rng: jax.Array, rows: int, columns: int, latent_dim: i
   """[rows * columns, latent_dim]: each row walks from one random z to another, along a great
   circle (slerp) for normal z, along a straight line for uniform z (which slerp would carry
   out of the cube [-1, 1]^latent_dim)."""
-  ends = latents(rng, 2 * rows, latent_dim, distribution=distribution)
-  ends = ends.reshape(rows, 2, latent_dim)
+  ends = latents(rng, 2 * rows, latent_dim, distribution=distribution).reshape(rows, 2, latent_dim)
   a, b = ends[:, 0], ends[:, 1]
   t = jnp.linspace(0.0, 1.0, columns)[None, :, None]
   if distribution == "uniform":
