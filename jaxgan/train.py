@@ -73,6 +73,7 @@ LATENT_DISTRIBUTIONS = ("normal", "uniform")
 
 
 def check_latent_distribution(distribution: str) -> str:
+  """`distribution` if it is one of LATENT_DISTRIBUTIONS, else a ValueError naming them."""
   if distribution not in LATENT_DISTRIBUTIONS:
     raise ValueError(f"unknown latent_distribution {distribution!r}; choose one of "
                      f"{', '.join(LATENT_DISTRIBUTIONS)}")
