@@ -36,6 +36,7 @@ from jaxgan import input_pipeline
 from jaxgan.errors import ConfigError, check_positive_ints
 from jaxgan.metrics import features as features_lib
 from jaxgan.metrics import scores, weights
+from jaxgan.train import latent_sampler
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +175,8 @@ def reference_features(config: ml_collections.ConfigDict, network) -> Reference:
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _noise(key: jax.Array, indices: jax.Array, latent_dim: int, distribution: str) -> jax.Array:
   # Sample i's noise depends on (key, i) only: not on the batch size or the number of processes.
-  if distribution == "uniform":
-    draw = lambda k: jax.random.uniform(k, (latent_dim,), jnp.float32, -1.0, 1.0)  # noqa: E731
-  else:
-    draw = lambda k: jax.random.normal(k, (latent_dim,))  # noqa: E731
-  return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(indices)
+  sampler = latent_sampler(distribution)
+  return jax.vmap(lambda i: sampler(jax.random.fold_in(key, i), (latent_dim,)))(indices)
 
 
 def evaluation_noise(seed: int, start: int, stop: int, latent_dim: int,

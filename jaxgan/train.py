@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -339,6 +339,13 @@ def _apply(module: nn.Module, params, batch_stats, x, labels=None, train: bool =
   return out, new_vars.get("batch_stats", batch_stats)
 
 
+def latent_sampler(distribution: str) -> Callable[[jax.Array, tuple[int, ...]], jax.Array]:
+  """`sampler(key, shape)` -> float32 z of `shape` from `distribution` (LATENT_DISTRIBUTIONS)."""
+  if check_latent_distribution(distribution) == "uniform":
+    return lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
+  return lambda key, shape: jax.random.normal(key, shape, jnp.float32)
+
+
 def latents(key: jax.Array, num: int, latent_dim: int, axis_name: str | None = None,
             distribution: str = "normal") -> jax.Array:
   """z of shape [num, latent_dim]: N(0, I), or U(-1, 1) with distribution="uniform".
@@ -346,11 +353,8 @@ def latents(key: jax.Array, num: int, latent_dim: int, axis_name: str | None = N
   Under `axis_name` each device takes its slice of the noise for the whole
   global batch, so the noise does not depend on how the batch is split.
   """
-  if check_latent_distribution(distribution) == "uniform":
-    draw = lambda k, n: jax.random.uniform(k, (n, latent_dim), jnp.float32, -1.0, 1.0)  # noqa: E731
-  else:
-    draw = lambda k, n: jax.random.normal(k, (n, latent_dim), jnp.float32)  # noqa: E731
-  return rng.draw(draw, key, num, axis_name)
+  sampler = latent_sampler(distribution)
+  return rng.draw(lambda k, n: sampler(k, (n, latent_dim)), key, num, axis_name)
 
 
 def latents_for(state: GANState, key: jax.Array, num: int,
