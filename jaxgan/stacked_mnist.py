@@ -1,14 +1,19 @@
 """Stacked MNIST, the 1000-mode benchmark (Metz et al. 2017; VEEGAN; PacGAN Table 2).
 
 Each training image stacks 3 random MNIST digits as its R, G and B channels
-(padded from 28 to 32 pixels with the background value), so there are 10^3
-modes. A DCGAN trains on `num_train` such images; `eval_samples` of its samples
+(padded from 28 to 32 pixels with the background value, or at 28 pixels as PacGAN's
+code has them), so there are 10^3 modes. A DCGAN trains on `num_train` such images; `eval_samples` of its samples
 are labelled channel by channel by the MNIST classifier of `jaxgan.mnist`, and
 scored by the modes they cover and the KL divergence of their mode histogram
 from uniform, KL(p || uniform) = sum p log(1000 p).
 
 The training images are built on the device from MNIST and an index table
 inside the jitted step, so no input pipeline is involved.
+
+The config's `:pacgan` variant is the protocol of PacGAN's released Stacked MNIST code
+(DCGAN-tensorflow's networks at 28x28, real pixels in [0, 1], digits from MNIST's train and
+test images, packs formed once and read in order, G run per pack slot, two G steps per D
+step, z ~ U(-1, 1), 100k D steps); docs/results.md lists each difference.
 """
 
 from __future__ import annotations
@@ -33,20 +38,30 @@ log = logging.getLogger(__name__)
 
 NUM_DIGITS = 3
 NUM_MODES = 10 ** NUM_DIGITS
-IMAGE_SIZE = 32
-_PAD = (IMAGE_SIZE - 28) // 2
+IMAGE_SIZE = 32  # the default: MNIST's 28 pixels padded to a power of two for the DCGAN
+ARCHITECTURES = ("dcgan", "dcgan_tf")  # models.DCGAN* (pytorch/examples) | models.DCGANTF*
+REAL_RANGES = ("signed", "unit")  # real pixels in [-1, 1] | in [0, 1] (PacGAN's code)
+DIGIT_SOURCES = ("train", "train+test")  # the MNIST images that are stacked
+REAL_ORDERS = ("random", "epochs")  # rows drawn anew each step | the set read in order
 
 # Config keys added since runs were first checkpointed, with the value that reproduces the
 # runs saved before them (`ResumableRun`).
 ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE,
               "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
-              "g_steps": 1, "latent_distribution": "normal"}
+              "g_steps": 1, "latent_distribution": "normal", "image_size": IMAGE_SIZE,
+              "architecture": "dcgan", "real_range": "signed", "digit_source": "train",
+              "real_order": "random", "generator_per_slot": False}
 
 
-def padded_digits(images: np.ndarray) -> jax.Array:
-  """uint8 MNIST [N, 28, 28] -> float32 [N, 32, 32] in [-1, 1], padded with the background (-1)."""
-  x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
-  return jnp.pad(x, ((0, 0), (_PAD, _PAD), (_PAD, _PAD)), constant_values=-1.0)
+def padded_digits(images: np.ndarray, image_size: int = IMAGE_SIZE,
+                  real_range: str = "signed") -> jax.Array:
+  """uint8 MNIST [N, 28, 28] -> float32 [N, image_size, image_size] in [-1, 1] ("signed") or
+  [0, 1] ("unit"), centred and padded with the background (the range's low end)."""
+  pad = (image_size - 28) // 2
+  x = jnp.asarray(images, jnp.float32)
+  x = x / 127.5 - 1.0 if real_range == "signed" else x / 255.0
+  return jnp.pad(x, ((0, 0), (pad, image_size - 28 - pad), (pad, image_size - 28 - pad)),
+                 constant_values=-1.0 if real_range == "signed" else 0.0)
 
 
 def stack(digits: jax.Array, index: jax.Array) -> jax.Array:
@@ -59,9 +74,14 @@ def random_index(key: jax.Array, num: int, num_digits: int) -> jax.Array:
   return jax.random.randint(key, (num, NUM_DIGITS), 0, num_digits)
 
 
-def label_channels(classifier_params, images: jax.Array, batch_size: int = 1000) -> np.ndarray:
-  """Samples [N, 32, 32, 3] in [-1, 1] -> the digit the classifier reads in each channel, [N, 3]."""
-  crops = images[:, _PAD:_PAD + 28, _PAD:_PAD + 28, :]  # [N, 28, 28, 3]
+def label_channels(classifier_params, images: jax.Array, batch_size: int = 1000,
+                   real_range: str = "signed") -> np.ndarray:
+  """Images [N, S, S, 3] in the data's range (`real_range`) -> the digit the classifier (which
+  reads [-1, 1]) reads in each channel's central 28x28, [N, 3]."""
+  pad = (images.shape[1] - 28) // 2
+  crops = images[:, pad:pad + 28, pad:pad + 28, :]  # [N, 28, 28, 3]
+  if real_range == "unit":
+    crops = 2.0 * crops - 1.0
   per_channel = jnp.moveaxis(crops, -1, 1).reshape(-1, 28, 28, 1)
   return mnist.predict(classifier_params, per_channel, batch_size).reshape(-1, NUM_DIGITS)
 
@@ -82,6 +102,20 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   optimizers.check_optimizer(c)
   optimizers.check_schedule(c)
   check_choice(c, "latent_distribution", LATENT_DISTRIBUTIONS, "normal")
+  for key, choices in (("architecture", ARCHITECTURES), ("real_range", REAL_RANGES),
+                       ("digit_source", DIGIT_SOURCES), ("real_order", REAL_ORDERS)):
+    check_choice(c, key, choices, ADDED_KEYS[key])
+  size, architecture = c.get("image_size", IMAGE_SIZE), c.get("architecture", "dcgan")
+  if size not in (28, 32):
+    raise ConfigError(f"config.image_size={size!r}: Stacked MNIST trains at 28 (MNIST's own "
+                      "size) or 32 (padded); use one of those")
+  if architecture == "dcgan" and size != 32:
+    raise ConfigError(f"config.image_size={size} with config.architecture='dcgan': that DCGAN "
+                      "needs a power of two; use image_size=32, or architecture='dcgan_tf'")
+  if c.get("real_order", "random") == "epochs" and c.num_train % (c.batch_size * c.n_critic):
+    raise ConfigError(f"config.real_order='epochs' reads num_train={c.num_train} packs, "
+                      f"batch_size x n_critic={c.batch_size * c.n_critic} per step; make "
+                      "num_train a multiple of that")
   if c.num_steps % c.eval_every:
     raise ConfigError(f"config.num_steps={c.num_steps} must be a multiple of "
                       f"config.eval_every={c.eval_every}")
@@ -92,15 +126,27 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 
 
 def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
-  """DCGAN at 32x32x3 (widths ngf/ndf), Adam, and the config's training options
+  """A DCGAN at image_size x image_size x 3 (widths ngf/ndf; pytorch/examples' structure, or
+  DCGAN-tensorflow's with architecture="dcgan_tf"), Adam, and the config's training options
   (PacGAN packing with `pack` > 1, the Improved Techniques, ...)."""
-  return create_state(
-      key,
-      generator=models.DCGANGenerator(image_size=IMAGE_SIZE, channels=3, ngf=c.ngf),
-      discriminator=models.DCGANDiscriminator(image_size=IMAGE_SIZE, channels=3, ndf=c.ndf,
-                                              minibatch=c.get("d_minibatch", "none")),
-      **optimizers_from_config(c), latent_dim=c.latent_dim,
-      data_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), **options_from_config(c))
+  size = c.get("image_size", IMAGE_SIZE)
+  if c.get("architecture", "dcgan") == "dcgan_tf":
+    if c.get("d_minibatch", "none") != "none":
+      raise ConfigError(f"config.d_minibatch={c.d_minibatch!r} is an option of the 'dcgan' "
+                        "discriminator only; use architecture='dcgan' or d_minibatch='none'")
+    generator = models.DCGANTFGenerator(image_size=size, channels=3, ngf=c.ngf)
+    discriminator = models.DCGANTFDiscriminator(image_size=size, channels=3, ndf=c.ndf)
+  else:
+    generator = models.DCGANGenerator(image_size=size, channels=3, ngf=c.ngf)
+    discriminator = models.DCGANDiscriminator(image_size=size, channels=3, ndf=c.ndf,
+                                              minibatch=c.get("d_minibatch", "none"))
+  return create_state(key, generator=generator, discriminator=discriminator,
+                      **optimizers_from_config(c), latent_dim=c.latent_dim,
+                      data_shape=(size, size, 3), **options_from_config(c))
+
+
+def _real_range(c: ml_collections.ConfigDict) -> str:
+  return c.get("real_range", "signed")
 
 
 def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
@@ -108,7 +154,7 @@ def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
   for i in range(-(-c.eval_samples // 1000)):
     images = sample(state, jax.random.fold_in(key, i), 1000)
     first = images if first is None else first
-    digits.append(label_channels(classifier, images))
+    digits.append(label_channels(classifier, images, real_range=_real_range(c)))
   return mode_metrics(np.concatenate(digits)[:c.eval_samples]), first
 
 
@@ -120,11 +166,32 @@ def _keys(c: ml_collections.ConfigDict) -> tuple[jax.Array, list[jax.Array]]:
 
 
 def _training_set(c: ml_collections.ConfigDict, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """MNIST's padded training digits and the [num_train, 3] index that stacks them; the first
+  """MNIST's digits (its training images, or with digit_source="train+test" all 70,000) as the
+  config's images, and the index that stacks them: [num_train, 3], or with real_order="epochs"
+  num_train packs of `pack`, [num_train * pack, 3] (pack i is rows i * pack ...). The first
   eval_samples rows are the real images every evaluation is compared with."""
   mnist_images, _ = mnist.load(c.data_dir, "train")
-  return (padded_digits(mnist_images),
-          random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images)))
+  if c.get("digit_source", "train") == "train+test":
+    mnist_images = np.concatenate([mnist_images, mnist.load(c.data_dir, "test")[0]])
+  rows = c.num_train * (c.pack if c.get("real_order", "random") == "epochs" else 1)
+  return (padded_digits(mnist_images, c.get("image_size", IMAGE_SIZE), _real_range(c)),
+          random_index(jax.random.fold_in(key, 0), rows, len(mnist_images)))
+
+
+def _real_images(c: ml_collections.ConfigDict, digits: jax.Array, index: jax.Array,
+                 step: jax.Array, rng: jax.Array) -> jax.Array:
+  """The real images of one step: batch_size x pack rows of the index, drawn with replacement
+  ("random"), or the step's batch of packs read in order, epoch after epoch ("epochs"; as
+  PacGAN's code, which forms its packs once and does not shuffle them)."""
+  images_per_step = mixture_benchmark.samples_per_step(c)
+  if c.get("real_order", "random") == "epochs":
+    batches = c.num_train // (c.batch_size * c.n_critic)
+    start = (step % batches) * images_per_step
+    rows = jax.lax.dynamic_slice_in_dim(jnp.arange(index.shape[0]), start, images_per_step)
+  else:
+    rows = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng, 1), step),
+                              (images_per_step,), 0, index.shape[0])
+  return stack(digits, index[rows])
 
 
 def rescore(workdir: str | pathlib.Path, classifier_dir: str | pathlib.Path) -> dict:
@@ -147,7 +214,8 @@ def rescore(workdir: str | pathlib.Path, classifier_dir: str | pathlib.Path) -> 
   scores, _ = _evaluate(state, classifier, c, jax.random.fold_in(seed_keys[seed], 2))
   return {**scores, "seed": seed, "step": int(meta["seed_step"]),
           "real_data": mode_metrics(label_channels(classifier,
-                                                   stack(digits, index[:c.eval_samples]))),
+                                                   stack(digits, index[:c.eval_samples]),
+                                                   real_range=_real_range(c))),
           "classifier_digest": classifier_metrics["params_digest"],
           "classifier_test_accuracy": classifier_metrics.get("test_accuracy"),
           "scored_by_digest": meta.get("classifier_digest")}
@@ -195,17 +263,14 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
         states[first_seed], per_seed = state, per_seed[:first_seed]
       log.info("resumed at seed %d step %d", first_seed, first_step)
     digits, index = _training_set(c, key)
-    real_scores = mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples])))
+    real_scores = mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples]),
+                                              real_range=_real_range(c)))
     log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
              real_scores["modes"], real_scores["kl"])
 
     # As in PacGAN, batch_size counts what D judges: a step takes batch_size packs of `pack`.
-    images_per_step = mixture_benchmark.samples_per_step(c)
-
     def step(state, digits, index, rng):
-      rows = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng, 1), state.step),
-                                (images_per_step,), 0, index.shape[0])
-      return train_step(state, {"image": stack(digits, index[rows])}, rng)
+      return train_step(state, {"image": _real_images(c, digits, index, state.step, rng)}, rng)
 
     step = jax.jit(step, donate_argnums=0)
     t0 = time.perf_counter() - seconds

@@ -65,6 +65,7 @@ class GANState(struct.PyTreeNode):
   d_historical_params: PyTree = None
   reuse_fake: bool = struct.field(pytree_node=False, default=False)
   simultaneous: bool = struct.field(pytree_node=False, default=False)
+  generator_per_slot: bool = struct.field(pytree_node=False, default=False)
 
 
 GENERATOR_OBJECTIVES = ("adversarial", "feature_matching")
@@ -127,7 +128,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
                  num_classes: int = 0, label_smoothing: float = 0.0,
                  generator_objective: str = "adversarial", g_historical_weight: float = 0.0,
                  d_historical_weight: float = 0.0, reuse_fake: bool = False,
-                 simultaneous: bool = False) -> GANState:
+                 simultaneous: bool = False, generator_per_slot: bool = False) -> GANState:
   """Initialises both networks and their optimizers.
 
   Args:
@@ -179,6 +180,11 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       before its update (implies `reuse_fake`; needs n_critic=1). The ALI code that
       PacGAN's 2-D experiments train with does this; the default alternates (G
       against the updated D), as Goodfellow et al.'s algorithm and most GAN code.
+    generator_per_slot: with `pack` > 1, G runs once per pack slot (slot j: the j-th
+      sample of every pack), so its BatchNorm statistics are taken over each slot's
+      samples rather than over all of them, and its running statistics are updated
+      once per slot, in slot order. PacGAN's Stacked MNIST code builds one G per slot
+      this way; the default runs G once over all samples. No effect with pack=1.
   """
   losses.check_loss(loss)
   check_latent_distribution(latent_distribution)
@@ -256,6 +262,7 @@ def create_state(rng: jax.Array, *, generator: nn.Module, discriminator: nn.Modu
       generator_objective=generator_objective, g_historical_weight=float(g_historical_weight),
       d_historical_weight=float(d_historical_weight),
       reuse_fake=bool(reuse_fake or simultaneous), simultaneous=bool(simultaneous),
+      generator_per_slot=bool(generator_per_slot),
       g_historical_params=copy(g_params, g_historical_weight > 0),
       d_historical_params=copy(d_params, d_historical_weight > 0))
 
@@ -266,12 +273,13 @@ _CONFIG_OPTIONS = {"loss": "non_saturating", "n_critic": 1, "g_steps": 1,
                    "gp_weight": 0.0, "r1_gamma": 0.0, "r1_interval": 1, "weight_clip": 0.0,
                    "augment": "", "pack": 1, "label_smoothing": 0.0,
                    "generator_objective": "adversarial", "g_historical_weight": 0.0,
-                   "d_historical_weight": 0.0, "reuse_fake": False, "simultaneous": False}
+                   "d_historical_weight": 0.0, "reuse_fake": False, "simultaneous": False,
+                   "generator_per_slot": False}
 
 
 def options_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
   """The keyword options of `create_state` (loss, regularizers, EMA, packing, the
-  Improved Techniques, reuse_fake, simultaneous) read from a config; a missing key takes
+  Improved Techniques, reuse_fake, simultaneous, generator_per_slot) read from a config; a missing key takes
   create_state's default, and `ema_decay` 0 means no EMA. One place, so every
   program (CelebA, the 2-D mixtures, Stacked MNIST) offers the same switches."""
   options = {k: config.get(k, default) for k, default in _CONFIG_OPTIONS.items()}
@@ -337,6 +345,20 @@ def _apply(module: nn.Module, params, batch_stats, x, labels=None, train: bool =
   out, new_vars = module.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
                                mutable=["batch_stats"], **_label_kwargs(labels))
   return out, new_vars.get("batch_stats", batch_stats)
+
+
+def _apply_per_slot(module: nn.Module, params, batch_stats, z, labels, slots: int):
+  """`_apply` of G once per pack slot: slot j is rows j, j + slots, ... (the j-th sample of
+  every pack, `pack_samples`' grouping), each run with its own BatchNorm batch statistics and
+  the running statistics threaded through the runs in slot order. Rows come back in place."""
+  if slots == 1:
+    return _apply(module, params, batch_stats, z, labels)
+  outs = []
+  for j in range(slots):  # a Python loop: `slots` is the packing degree (2-4)
+    out, batch_stats = _apply(module, params, batch_stats, z[j::slots],
+                              None if labels is None else labels[j::slots])
+    outs.append(out)
+  return jnp.stack(outs, axis=1).reshape(z.shape[0], *outs[0].shape[1:]), batch_stats
 
 
 def latent_sampler(distribution: str) -> Callable[[jax.Array, tuple[int, ...]], jax.Array]:
@@ -457,8 +479,14 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     return z, random_labels(jax.random.fold_in(label_key, i), per_update, state.num_classes,
                             axis_name)
 
+  g_slots = state.pack if state.generator_per_slot else 1
+
+  def run_generator(params, batch_stats, z, y_fake):
+    """G(z) in training mode (once per pack slot with `generator_per_slot`), new statistics."""
+    return _apply_per_slot(generator, params, batch_stats, z, y_fake, g_slots)
+
   def generator_forward(params, z, y_fake):
-    return _apply(generator, params, state.g_batch_stats, z, y_fake)
+    return run_generator(params, state.g_batch_stats, z, y_fake)
 
   def d_update(carry, x, y, i, fake_and_labels=None):
     d_params, d_batch_stats, d_opt_state = carry
@@ -554,7 +582,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     return state.g_historical_weight * historical_penalty(params, state.g_historical_params)
 
   def g_loss_fn(params, batch_stats):
-    fake, stats = _apply(generator, params, batch_stats, z, y_fake)
+    fake, stats = run_generator(params, batch_stats, z, y_fake)
     objective, loss = g_objective(fake)
     penalty = g_penalty(params)
     return objective + penalty, (loss + penalty, stats)
@@ -583,7 +611,7 @@ def train_step(state: GANState, batch: Mapping[str, jax.Array], rng: jax.Array, 
     g_ema_params = optax.incremental_update(g_params, g_ema_params, 1.0 - decay)
   g_ema_batch_stats = state.g_ema_batch_stats
   if g_ema_batch_stats is not None:  # the EMA parameters' own statistics, on G's latents
-    _, g_ema_batch_stats = _apply(generator, g_ema_params, g_ema_batch_stats, z, y_fake)
+    _, g_ema_batch_stats = run_generator(g_ema_params, g_ema_batch_stats, z, y_fake)
     g_ema_batch_stats = sync(g_ema_batch_stats, g_synced)
 
   g_hist, d_hist = state.g_historical_params, state.d_historical_params

@@ -28,6 +28,20 @@ def sgd_state(**kwargs):
                           d_optimizer=optax.sgd(0.05, momentum=0.9), **kwargs)
 
 
+def assert_two_devices_match(state, batch, rng, single, single_metrics, rtol, atol):
+  """train_step under pmap on 2 devices, each with half of `batch`'s rows, gives on each
+  device the single-device step's new state and metrics."""
+  import functools
+  step = jax.pmap(functools.partial(jaxgan.train_step, axis_name="batch"), axis_name="batch",
+                  in_axes=(None, 0, None), devices=jax.devices()[:2])
+  halves = jax.tree.map(lambda v: v.reshape(2, v.shape[0] // 2, *v.shape[1:]), batch)
+  multi, multi_metrics = step(state, halves, rng)
+  for i in range(2):
+    for got, want in ((multi, single), (multi_metrics, single_metrics)):
+      jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g[i]), np.asarray(w),
+                                                           rtol=rtol, atol=atol), got, want)
+
+
 def image_batches(n, rows=16, size=16):
   return [np.asarray(jax.random.uniform(jax.random.key(100 + i), (rows, size, size, 3),
                                         minval=-1, maxval=1)) for i in range(n)]

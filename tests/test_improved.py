@@ -2,8 +2,6 @@
 one-sided label smoothing, feature matching, minibatch discrimination (and ProGAN's minibatch
 stddev), historical averaging - formulas against hand computation, and the step's global view."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +14,7 @@ from jaxgan.checkpointing import Checkpointer
 from jaxgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
 from jaxgan.train import historical_penalty
 
+from helpers import assert_two_devices_match
 from test_train import assert_trees_close, images
 
 
@@ -107,12 +106,7 @@ def test_all_strategies_compose_under_pmap_like_one_device_and_checkpoint(tmp_pa
   x, rng = jax.random.normal(jax.random.key(2), (8, 2)), jax.random.key(9)
   single, m_single = jax.jit(jaxgan.train_step)(state, {"image": x}, rng)
   assert all(np.isfinite(float(v)) for v in m_single.values())
-  step = jax.pmap(functools.partial(jaxgan.train_step, axis_name="batch"), axis_name="batch",
-                  in_axes=(None, 0, None), devices=jax.devices()[:2])
-  multi, m_multi = step(state, {"image": x.reshape(2, 4, 2)}, rng)
-  for i in range(2):
-    assert_trees_close(jax.tree.map(lambda t: t[i], multi), single, rtol=1e-4, atol=1e-6)
-    assert_trees_close(jax.tree.map(lambda t: t[i], m_multi), m_single, rtol=1e-4, atol=1e-6)
+  assert_two_devices_match(state, {"image": x}, rng, single, m_single, rtol=1e-4, atol=1e-6)
   # the running means are part of the checkpoint, so resuming stays exact
   checkpointer = Checkpointer(tmp_path / "ckpt", asynchronous=False)
   checkpointer.save(1, single, {})

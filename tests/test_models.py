@@ -32,6 +32,45 @@ def test_shapes_at_other_resolutions_and_channels(size, channels):
   assert logits.shape == (5,)
 
 
+def test_dcgan_tensorflow_networks_at_28_pixels():
+  """PacGAN's Stacked MNIST networks (DCGAN-tensorflow's): 28 -> 14 -> 7 -> 4 -> 2, 5x5 kernels
+  with biases, BatchNorm scale and offset; parameter counts by layer."""
+  g = init(models.DCGANTFGenerator(), (1, 100))
+  d = init(models.DCGANTFDiscriminator(), (1, 28, 28, 3))
+  conv = lambda i, o: 25 * i * o + o  # noqa: E731
+  assert count(g["params"]) == (100 * 512 * 4 + 512 * 4 + conv(512, 256) + conv(256, 128)
+                                + conv(128, 64) + conv(64, 3) + 2 * (512 + 256 + 128 + 64))
+  assert count(d["params"]) == (conv(3, 64) + conv(64, 128) + conv(128, 256) + conv(256, 512)
+                                + 2 * 2 * 512 + 1 + 2 * (128 + 256 + 512))
+  images = jax.eval_shape(lambda: models.DCGANTFGenerator(ngf=4).init_with_output(
+      jax.random.key(0), jnp.zeros((5, 7)))[0])
+  assert images.shape == (5, 28, 28, 3)
+  with pytest.raises(ValueError, match="image_size >= 16"):
+    models.DCGANTFGenerator(image_size=8).init(jax.random.key(0), jnp.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("in_size,out_size", [(2, 4), (4, 7), (7, 14), (14, 28), (16, 32)])
+def test_dcgan_tensorflow_transposed_convolution_is_the_transpose_of_a_same_convolution(
+    in_size, out_size):
+  """TensorFlow's conv2d_transpose(padding="SAME", output_shape) is the adjoint of the stride-2
+  SAME convolution from out_size to in_size; the generator's layers must be exactly that."""
+  from jaxgan.models.dcgan_tf import _KERNEL, _same_transpose_padding
+  import flax.linen as nn
+  pad = _same_transpose_padding(in_size, out_size)
+  layer = nn.ConvTranspose(3, (_KERNEL, _KERNEL), strides=(2, 2), padding=(pad, pad),
+                           use_bias=False)
+  x = jax.random.normal(jax.random.key(0), (2, in_size, in_size, 4))
+  params = layer.init(jax.random.key(1), x)
+  out = layer.apply(params, x)
+  assert out.shape == (2, out_size, out_size, 3)
+  kernel = params["params"]["kernel"]  # [5, 5, 4, 3]
+  forward_kernel = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # [5, 5, 3, 4]
+  forward = lambda v: jax.lax.conv_general_dilated(  # noqa: E731
+      v, forward_kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _, transpose = jax.vjp(forward, jnp.zeros((2, out_size, out_size, 3)))
+  np.testing.assert_allclose(out, transpose(x)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_bad_image_size_is_a_clear_error():
   with pytest.raises(ValueError, match="power of two"):
     models.DCGANGenerator(image_size=48).init(jax.random.key(0), jnp.zeros((1, 4)))

@@ -1,8 +1,6 @@
 """Regularizers, DiffAugment, PacGAN packing, weight clipping and the EMA start, each checked
 against what it must compute, and composed in train_step (also under pmap)."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +12,7 @@ from jaxgan import augment, regularizers
 from jaxgan.errors import ConfigError
 from jaxgan.train import pack_samples
 
-from helpers import sgd_state, tiny_dcgan_state
+from helpers import assert_two_devices_match, sgd_state, tiny_dcgan_state
 from test_train import assert_trees_close, images
 
 
@@ -117,12 +115,42 @@ def test_pmap_equals_one_device_with_gp_augment_pack_and_ema():
   assert state.g_ema_batch_stats is not None  # the EMA's BatchNorm statistics sync too
   x, rng = images(2, n=8), jax.random.key(9)
   single, m_single = jax.jit(jaxgan.train_step)(state, {"image": x}, rng)
-  step = jax.pmap(functools.partial(jaxgan.train_step, axis_name="batch"), axis_name="batch",
-                  in_axes=(None, 0, None), devices=jax.devices()[:2])
-  multi, m_multi = step(state, {"image": x.reshape(2, 4, *x.shape[1:])}, rng)
-  for i in range(2):
-    assert_trees_close(jax.tree.map(lambda t: t[i], multi), single, rtol=1e-5, atol=1e-6)
-    assert_trees_close(jax.tree.map(lambda t: t[i], m_multi), m_single, rtol=1e-5, atol=1e-6)
+  assert_two_devices_match(state, {"image": x}, rng, single, m_single, rtol=1e-5, atol=1e-6)
+
+
+def _mlp_pack_state(batch_norm, **kwargs):
+  return jaxgan.create_state(
+      jax.random.key(3), generator=jaxgan.models.MLPGenerator(data_shape=(2,), hidden_dims=(8,),
+                                                              batch_norm=batch_norm),
+      discriminator=jaxgan.models.MLPDiscriminator(hidden_dims=(8,)),
+      g_optimizer=optax.sgd(0.05, momentum=0.9), d_optimizer=optax.sgd(0.05, momentum=0.9),
+      latent_dim=2, data_shape=(2,), pack=2, **kwargs)
+
+
+def test_generator_per_slot_runs_g_once_per_pack_slot():
+  x, rng = jax.random.normal(jax.random.key(1), (8, 2)), jax.random.key(4)
+  step = jax.jit(jaxgan.train_step)
+  # Without BatchNorm, G's rows do not interact: per slot or at once, the same step
+  # (so each slot's samples come back to their rows, and the packs are the same packs).
+  joint, m_joint = step(_mlp_pack_state(False), {"image": x}, rng)
+  slots, m_slots = step(_mlp_pack_state(False, generator_per_slot=True), {"image": x}, rng)
+  assert_trees_close(jax.tree.leaves(slots), jax.tree.leaves(joint), rtol=1e-6, atol=1e-7)
+  assert_trees_close(m_slots, m_joint, rtol=1e-6, atol=1e-7)
+  # With BatchNorm, each slot is normalised by its own statistics: G's running statistics
+  # are those of slot 0 (rows 0, 2, ...) and then slot 1 (rows 1, 3, ...) of G's latents.
+  state = _mlp_pack_state(True, generator_per_slot=True)
+  new, metrics = step(state, {"image": x}, rng)
+  z = jaxgan.train.latents_for(state, jax.random.split(jax.random.fold_in(rng, 0))[1], 8)
+  stats = state.g_batch_stats
+  for j in range(2):
+    _, new_vars = state.generator.apply({"params": state.g_params, "batch_stats": stats},
+                                        z[j::2], train=True, mutable=["batch_stats"])
+    stats = new_vars["batch_stats"]
+  assert_trees_close(new.g_batch_stats, stats, rtol=1e-5, atol=1e-6)
+  at_once, m_at_once = step(_mlp_pack_state(True), {"image": x}, rng)
+  assert abs(float(metrics["d_loss"]) - float(m_at_once["d_loss"])) > 1e-4
+  # Under pmap (2 devices, 4 rows each) each device's slots are its part of the global slots.
+  assert_two_devices_match(state, {"image": x}, rng, new, metrics, rtol=1e-5, atol=1e-6)
 
 
 def test_spectral_norm_discriminator_divides_by_the_largest_singular_value():

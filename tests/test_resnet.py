@@ -12,7 +12,7 @@ import pytest
 import jaxgan
 from jaxgan.models import ConditionalBatchNorm, SNResNetDiscriminator, SNResNetGenerator
 
-from helpers import tiny_dcgan_state
+from helpers import assert_two_devices_match, tiny_dcgan_state
 from test_train import assert_trees_close
 
 
@@ -98,12 +98,7 @@ def test_conditional_step_under_pmap_equals_one_device_and_samples_by_class():
   g_scale = "GeneratorBlock_0/ConditionalBatchNorm_0/scale/embedding".split("/")
   pick = lambda p: functools.reduce(lambda t, k: t[k], g_scale, p)  # noqa: E731
   assert not np.allclose(pick(single.g_params), pick(state.g_params))
-  step = jax.pmap(functools.partial(jaxgan.train_step, axis_name="batch"), axis_name="batch",
-                  in_axes=(None, 0, None), devices=jax.devices()[:2])
-  multi, m_multi = step(state, jax.tree.map(lambda v: v.reshape(2, 4, *v.shape[1:]), batch), rng)
-  for i in range(2):
-    assert_trees_close(jax.tree.map(lambda t: t[i], multi), single, rtol=1e-4, atol=1e-5)
-    assert_trees_close(jax.tree.map(lambda t: t[i], m_multi), m_single, rtol=1e-4, atol=1e-5)
+  assert_two_devices_match(state, batch, rng, single, m_single, rtol=1e-4, atol=1e-5)
   # generation: labels pick the class; without them classes come in turn 0, 1, 2, 0, ...
   z = jaxgan.latents(jax.random.key(3), 4, 16)
   by_class = jaxgan.generate(single, z, labels=jnp.array([0, 1, 2, 0]))

@@ -224,3 +224,54 @@ def test_stacked_mnist_trains_a_finished_run_further(tmp_path):
                                         r"not kept\), so config.num_steps=4 cannot"):
     stacked_mnist.run(c, tmp_path / "two_seeds")
   assert (tmp_path / "two_seeds" / "results.json").read_text() == results
+
+
+def test_pacgan_protocol_options(tmp_path):
+  """The `:pacgan` variant's switches: 28-pixel digits in [0, 1] read by the classifier as the
+  same digits in [-1, 1], MNIST train + test, packs read in order epoch after epoch, and a run
+  of DCGAN-tensorflow's networks with G per pack slot, end to end."""
+  from experiments.configs import stacked_mnist as config_lib
+  from helpers import assert_run_saved_before_the_key_resumes_only_as
+  p = config_lib.get_config("pacgan")
+  assert (p.image_size, p.architecture, p.real_range, p.digit_source, p.real_order,
+          p.generator_per_slot, p.g_steps, p.latent_distribution, p.num_steps) == (
+              28, "dcgan_tf", "unit", "train+test", "epochs", True, 2, "uniform", 100_000)
+  raw = np.random.default_rng(0).integers(0, 256, (6, 28, 28))
+  unit = stacked_mnist.padded_digits(raw, 28, "unit")
+  np.testing.assert_allclose(unit, raw / 255.0, rtol=1e-6)
+  assert float(stacked_mnist.padded_digits(raw, 32, "unit")[0, 0, 0]) == 0.0  # the background
+  signed = stacked_mnist.padded_digits(raw, 32)
+  index = jnp.array([[0, 1, 2], [3, 4, 5], [5, 0, 3]])
+  params = mnist.DigitClassifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  np.testing.assert_array_equal(
+      stacked_mnist.label_channels(params, stacked_mnist.stack(unit, index), real_range="unit"),
+      stacked_mnist.label_channels(params, stacked_mnist.stack(signed, index)))
+
+  data = fake_mnist(tmp_path / "mnist", num_train=300, num_test=100)
+  mnist.save_classifier(tmp_path / "clf", params, {"test_accuracy": 0.1})
+  c = config_lib.get_config("smoke")
+  for key in ("image_size", "architecture", "real_range", "digit_source", "real_order",
+              "generator_per_slot", "g_steps", "latent_distribution"):
+    c[key] = p[key]
+  c.data_dir, c.classifier_dir, c.pack, c.num_train = str(data), str(tmp_path / "clf"), 2, 64
+  digits, index = stacked_mnist._training_set(c, jax.random.key(0))
+  assert digits.shape == (400, 28, 28) and index.shape == (128, 3)  # 64 packs of 2
+  assert int(index.max()) >= 300  # test digits are stacked too
+  batch = lambda step: stacked_mnist._real_images(c, digits, index, step, jax.random.key(1))  # noqa: E731
+  np.testing.assert_array_equal(batch(1), stacked_mnist.stack(digits, index[32:64]))
+  np.testing.assert_array_equal(batch(5), batch(1))  # 4 batches per epoch, in order
+  for key, value, message in (("architecture", "dcgan", "needs a power of two"),
+                              ("num_train", 60, "make num_train a multiple"),
+                              ("real_order", "shuffled", "choose one of random, epochs")):
+    bad = c.copy_and_resolve_references()
+    bad[key] = value
+    with pytest.raises(ConfigError, match=message):
+      stacked_mnist.validate_config(bad)
+  results = stacked_mnist.run(c, tmp_path / "run")
+  assert results["num_steps"] == 4 and 1 <= results["modes"] <= 300
+  state = stacked_mnist.make_state(c, jax.random.key(0))
+  assert state.generator_per_slot and isinstance(state.generator, stacked_mnist.models.DCGANTFGenerator)
+  assert state.data_shape == (28, 28, 3) and state.g_steps == 2
+  # A run saved before these keys existed trained with the old behaviour.
+  assert_run_saved_before_the_key_resumes_only_as(tmp_path / "old", c, "real_order", "random",
+                                                  stacked_mnist.ADDED_KEYS)

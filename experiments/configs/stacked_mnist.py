@@ -4,6 +4,13 @@
                                                          128k images, 26k samples, 20k steps
     --config=experiments/configs/stacked_mnist.py:cpu    reduced for a 2-core CPU: widths 32/32,
                                                          2k steps (one pass over 128k images)
+    --config=experiments/configs/stacked_mnist.py:pacgan PacGAN's released code's protocol (GPU):
+                                                         DCGAN-tensorflow's networks at 28x28,
+                                                         real pixels in [0, 1], digits from
+                                                         MNIST train + test, packs formed once
+                                                         and read in order, G per pack slot,
+                                                         2 G steps per D step, z ~ U(-1, 1),
+                                                         100k D steps, evaluated every epoch
     --config=experiments/configs/stacked_mnist.py:smoke  tiny and short (tests)
 
 Always pass --config.classifier_dir=DIR, a classifier trained by
@@ -27,6 +34,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 5_000
   c.eval_samples = 26_000
   c.latent_dim = 100
+  c.image_size = 32  # MNIST's 28 pixels padded to 32; 28 needs architecture="dcgan_tf"
+  # "dcgan": pytorch/examples' DCGAN (jaxgan.models.DCGAN*); "dcgan_tf": DCGAN-tensorflow's
+  # networks (5x5 kernels, SAME padding, any size; jaxgan.models.DCGANTF*), PacGAN's code's
+  c.architecture = "dcgan"
+  # Real pixels in [-1, 1] ("signed", G's tanh range) or [0, 1] ("unit", as PacGAN's code
+  # feeds them; the classifier reads either)
+  c.real_range = "signed"
+  c.digit_source = "train"  # the MNIST images stacked: "train" (60k) or "train+test" (70k)
+  # "random": each step draws batch_size x pack rows of the num_train stacked images anew;
+  # "epochs": num_train packs formed once and read in order, epoch after epoch (PacGAN's code)
+  c.real_order = "random"
+  # With pack > 1: G run once per pack slot, BatchNorm statistics per slot (PacGAN's code)
+  c.generator_per_slot = False
   c.ngf = 64
   c.ndf = 64
   c.loss = "non_saturating"
@@ -55,6 +75,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ndf = 32
     c.num_steps = 2_000
     c.eval_every = 1_000
+  elif arg == "pacgan":  # docs/results.md, "What PacGAN's released Stacked MNIST code does"
+    c.image_size = 28
+    c.architecture = "dcgan_tf"
+    c.real_range = "unit"
+    c.digit_source = "train+test"
+    c.real_order = "epochs"
+    c.generator_per_slot = True
+    c.g_steps = 2
+    c.latent_distribution = "uniform"
+    c.num_steps = 100_000  # 50 epochs of 128,000 packs at batch 64
+    c.eval_every = 2_000  # every epoch
   elif arg == "smoke":
     c.num_train = 512
     c.batch_size = 16
@@ -65,6 +96,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ngf = 8
     c.ndf = 8
   elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use stacked_mnist.py, stacked_mnist.py:cpu "
-                     "or stacked_mnist.py:smoke")
+    raise ValueError(f"unknown config variant {arg!r}; use stacked_mnist.py, stacked_mnist.py:cpu, "
+                     "stacked_mnist.py:pacgan or stacked_mnist.py:smoke")
   return c
