@@ -26,6 +26,8 @@
 #   ln -s ../shared/data/mnist .mnist && echo /.mnist >> .git/info/exclude
 #   carry: .mnist/train-images-idx3-ubyte.gz .mnist/train-labels-idx1-ubyte.gz (and t10k-*)
 # STACKED_PACKS (default "1 2") and STACKED_FLAGS (for all runs) choose the runs;
+# STACKED_FLAGS="--config=experiments/configs/stacked_mnist.py:pacgan" trains PacGAN's released
+# protocol (it stacks test digits too: carry the t10k-* files);
 # CLASSIFIER_FLAGS go to the classifier (a dry run: its and the runs' --config=...:smoke).
 set -u
 OUT=${OUT:-gpu-results}
