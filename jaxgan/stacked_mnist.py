@@ -74,14 +74,18 @@ def random_index(key: jax.Array, num: int, num_digits: int) -> jax.Array:
   return jax.random.randint(key, (num, NUM_DIGITS), 0, num_digits)
 
 
+def as_signed(images: jax.Array, real_range: str) -> jax.Array:
+  """Images in the data's range (`real_range`) mapped to [-1, 1], where the classifier and
+  the sample grids read them."""
+  return 2.0 * images - 1.0 if real_range == "unit" else images
+
+
 def label_channels(classifier_params, images: jax.Array, batch_size: int = 1000,
                    real_range: str = "signed") -> np.ndarray:
   """Images [N, S, S, 3] in the data's range (`real_range`) -> the digit the classifier (which
   reads [-1, 1]) reads in each channel's central 28x28, [N, 3]."""
   pad = (images.shape[1] - 28) // 2
-  crops = images[:, pad:pad + 28, pad:pad + 28, :]  # [N, 28, 28, 3]
-  if real_range == "unit":
-    crops = 2.0 * crops - 1.0
+  crops = as_signed(images[:, pad:pad + 28, pad:pad + 28, :], real_range)  # [N, 28, 28, 3]
   per_channel = jnp.moveaxis(crops, -1, 1).reshape(-1, 28, 28, 1)
   return mnist.predict(classifier_params, per_channel, batch_size).reshape(-1, NUM_DIGITS)
 
@@ -297,7 +301,8 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
           per_seed.append(scores)
           if seed == 0:
             summary.save_png(workdir / "samples_seed0.png",
-                             summary.image_grid(np.asarray(images[:64]), columns=8))
+                             summary.image_grid(np.asarray(as_signed(images[:64], _real_range(c))),
+                                                columns=8))
         run_dir.save(seed * c.num_steps + done, state, seed=seed, seed_step=done,
                      per_seed=per_seed, seconds=entry["seconds"], classifier_digest=digest)
     seconds = run_dir.logged()[-1]["seconds"]

@@ -240,6 +240,9 @@ def test_pacgan_protocol_options(tmp_path):
   unit = stacked_mnist.padded_digits(raw, 28, "unit")
   np.testing.assert_allclose(unit, raw / 255.0, rtol=1e-6)
   assert float(stacked_mnist.padded_digits(raw, 32, "unit")[0, 0, 0]) == 0.0  # the background
+  # what the classifier and the sample grids read: the same digits in [-1, 1]
+  np.testing.assert_allclose(stacked_mnist.as_signed(unit, "unit"),
+                             stacked_mnist.padded_digits(raw, 28), atol=1e-6)
   signed = stacked_mnist.padded_digits(raw, 32)
   index = jnp.array([[0, 1, 2], [3, 4, 5], [5, 0, 3]])
   params = mnist.DigitClassifier().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
