@@ -171,27 +171,35 @@ def _keys(c: ml_collections.ConfigDict) -> tuple[jax.Array, list[jax.Array]]:
 
 def _training_set(c: ml_collections.ConfigDict, key: jax.Array) -> tuple[jax.Array, jax.Array]:
   """MNIST's digits (its training images, or with digit_source="train+test" all 70,000) as the
-  config's images, and the index that stacks them: [num_train, 3], or with real_order="epochs"
-  num_train packs of `pack`, [num_train * pack, 3] (pack i is rows i * pack ...). The first
-  eval_samples rows are the real images every evaluation is compared with."""
+  config's images, and the [num_train, 3] index that stacks them into the training set; its
+  first eval_samples rows are the real images every evaluation is compared with."""
   mnist_images, _ = mnist.load(c.data_dir, "train")
   if c.get("digit_source", "train") == "train+test":
     mnist_images = np.concatenate([mnist_images, mnist.load(c.data_dir, "test")[0]])
-  rows = c.num_train * (c.pack if c.get("real_order", "random") == "epochs" else 1)
   return (padded_digits(mnist_images, c.get("image_size", IMAGE_SIZE), _real_range(c)),
-          random_index(jax.random.fold_in(key, 0), rows, len(mnist_images)))
+          random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images)))
+
+
+def _pack_table(c: ml_collections.ConfigDict, key: jax.Array) -> jax.Array | None:
+  """With real_order="epochs": the num_train packs, formed once as PacGAN's code forms them,
+  `pack` training images drawn with replacement from the num_train of the training set
+  ([num_train * pack] rows of the index; pack i is entries i * pack ... i * pack + pack - 1).
+  None with real_order="random"."""
+  if c.get("real_order", "random") != "epochs":
+    return None
+  return jax.random.randint(jax.random.fold_in(key, 3), (c.num_train * c.pack,), 0, c.num_train)
 
 
 def _real_images(c: ml_collections.ConfigDict, digits: jax.Array, index: jax.Array,
-                 step: jax.Array, rng: jax.Array) -> jax.Array:
+                 packs: jax.Array | None, step: jax.Array, rng: jax.Array) -> jax.Array:
   """The real images of one step: batch_size x pack rows of the index, drawn with replacement
-  ("random"), or the step's batch of packs read in order, epoch after epoch ("epochs"; as
-  PacGAN's code, which forms its packs once and does not shuffle them)."""
+  ("random"), or the step's batch of the fixed packs (`_pack_table`) read in order, epoch after
+  epoch ("epochs"; as PacGAN's code, which does not shuffle them)."""
   images_per_step = mixture_benchmark.samples_per_step(c)
-  if c.get("real_order", "random") == "epochs":
+  if packs is not None:
     batches = c.num_train // (c.batch_size * c.n_critic)
-    start = (step % batches) * images_per_step
-    rows = jax.lax.dynamic_slice_in_dim(jnp.arange(index.shape[0]), start, images_per_step)
+    rows = jax.lax.dynamic_slice_in_dim(packs, (step % batches) * images_per_step,
+                                        images_per_step)
   else:
     rows = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng, 1), step),
                               (images_per_step,), 0, index.shape[0])
@@ -267,14 +275,16 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
         states[first_seed], per_seed = state, per_seed[:first_seed]
       log.info("resumed at seed %d step %d", first_seed, first_step)
     digits, index = _training_set(c, key)
+    packs = _pack_table(c, key)
     real_scores = mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples]),
                                               real_range=_real_range(c)))
     log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
              real_scores["modes"], real_scores["kl"])
 
     # As in PacGAN, batch_size counts what D judges: a step takes batch_size packs of `pack`.
-    def step(state, digits, index, rng):
-      return train_step(state, {"image": _real_images(c, digits, index, state.step, rng)}, rng)
+    def step(state, digits, index, packs, rng):
+      return train_step(state, {"image": _real_images(c, digits, index, packs, state.step, rng)},
+                        rng)
 
     step = jax.jit(step, donate_argnums=0)
     t0 = time.perf_counter() - seconds
@@ -286,7 +296,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
       for done in range(start + c.eval_every, c.num_steps + 1, c.eval_every):
         losses = []
         for _ in range(c.eval_every):  # a Python loop: XLA:CPU convolutions are slow inside scan
-          state, metrics = step(state, digits, index, train_key)
+          state, metrics = step(state, digits, index, packs, train_key)
           losses.append(metrics)
         losses = {k: float(np.mean([m[k] for m in jax.device_get(losses)]))
                   for k in ("d_loss", "g_loss")}

@@ -258,11 +258,18 @@ def test_pacgan_protocol_options(tmp_path):
     c[key] = p[key]
   c.data_dir, c.classifier_dir, c.pack, c.num_train = str(data), str(tmp_path / "clf"), 2, 64
   digits, index = stacked_mnist._training_set(c, jax.random.key(0))
-  assert digits.shape == (400, 28, 28) and index.shape == (128, 3)  # 64 packs of 2
+  assert digits.shape == (400, 28, 28) and index.shape == (64, 3)  # 64 training images
   assert int(index.max()) >= 300  # test digits are stacked too
-  batch = lambda step: stacked_mnist._real_images(c, digits, index, step, jax.random.key(1))  # noqa: E731
-  np.testing.assert_array_equal(batch(1), stacked_mnist.stack(digits, index[32:64]))
+  # 64 packs of 2, drawn once from the 64 training images (as PacGAN's code draws them)
+  packs = stacked_mnist._pack_table(c, jax.random.key(0))
+  assert packs.shape == (128,) and len(np.unique(packs)) < 128 and int(packs.max()) < 64
+  batch = lambda step: stacked_mnist._real_images(c, digits, index, packs, step,  # noqa: E731
+                                                  jax.random.key(1))
+  np.testing.assert_array_equal(batch(1), stacked_mnist.stack(digits, index[packs[32:64]]))
   np.testing.assert_array_equal(batch(5), batch(1))  # 4 batches per epoch, in order
+  random_order = c.copy_and_resolve_references()
+  random_order.real_order = "random"
+  assert stacked_mnist._pack_table(random_order, jax.random.key(0)) is None
   for key, value, message in (("architecture", "dcgan", "needs a power of two"),
                               ("num_train", 60, "make num_train a multiple"),
                               ("real_order", "shuffled", "choose one of random, epochs")):

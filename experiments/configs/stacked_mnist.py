@@ -43,7 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.real_range = "signed"
   c.digit_source = "train"  # the MNIST images stacked: "train" (60k) or "train+test" (70k)
   # "random": each step draws batch_size x pack rows of the num_train stacked images anew;
-  # "epochs": num_train packs formed once and read in order, epoch after epoch (PacGAN's code)
+  # "epochs": num_train packs, each of `pack` images drawn with replacement from the num_train
+  # stacked images, formed once and read in order, epoch after epoch (PacGAN's code)
   c.real_order = "random"
   # With pack > 1: G run once per pack slot, BatchNorm statistics per slot (PacGAN's code)
   c.generator_per_slot = False
