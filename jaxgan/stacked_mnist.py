@@ -2,10 +2,10 @@
 
 Each training image stacks 3 random MNIST digits as its R, G and B channels
 (padded from 28 to 32 pixels with the background value, or at 28 pixels as PacGAN's
-code has them), so there are 10^3 modes. A DCGAN trains on `num_train` such images; `eval_samples` of its samples
-are labelled channel by channel by the MNIST classifier of `jaxgan.mnist`, and
-scored by the modes they cover and the KL divergence of their mode histogram
-from uniform, KL(p || uniform) = sum p log(1000 p).
+code has them), so there are 10^3 modes. A DCGAN trains on `num_train` such images;
+`eval_samples` of its samples are labelled channel by channel by the MNIST classifier
+of `jaxgan.mnist`, and scored by the modes they cover and the KL divergence of their
+mode histogram from uniform, KL(p || uniform) = sum p log(1000 p).
 
 The training images are built on the device from MNIST and an index table
 inside the jitted step, so no input pipeline is involved.
