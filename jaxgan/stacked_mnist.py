@@ -180,6 +180,14 @@ def _training_set(c: ml_collections.ConfigDict, key: jax.Array) -> tuple[jax.Arr
           random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images)))
 
 
+def _real_scores(c: ml_collections.ConfigDict, classifier, digits: jax.Array,
+                 index: jax.Array) -> dict[str, float]:
+  """The modes and KL of the training set's first eval_samples images: the real data's ceiling
+  that every evaluation is set beside."""
+  return mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples]),
+                                     real_range=_real_range(c)))
+
+
 def _pack_table(c: ml_collections.ConfigDict, key: jax.Array) -> jax.Array | None:
   """With real_order="epochs": the num_train packs, formed once as PacGAN's code forms them,
   `pack` training images drawn with replacement from the num_train of the training set
@@ -225,9 +233,7 @@ def rescore(workdir: str | pathlib.Path, classifier_dir: str | pathlib.Path) -> 
   digits, index = _training_set(c, key)
   scores, _ = _evaluate(state, classifier, c, jax.random.fold_in(seed_keys[seed], 2))
   return {**scores, "seed": seed, "step": int(meta["seed_step"]),
-          "real_data": mode_metrics(label_channels(classifier,
-                                                   stack(digits, index[:c.eval_samples]),
-                                                   real_range=_real_range(c))),
+          "real_data": _real_scores(c, classifier, digits, index),
           "classifier_digest": classifier_metrics["params_digest"],
           "classifier_test_accuracy": classifier_metrics.get("test_accuracy"),
           "scored_by_digest": meta.get("classifier_digest")}
@@ -276,8 +282,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
       log.info("resumed at seed %d step %d", first_seed, first_step)
     digits, index = _training_set(c, key)
     packs = _pack_table(c, key)
-    real_scores = mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples]),
-                                              real_range=_real_range(c)))
+    real_scores = _real_scores(c, classifier, digits, index)
     log.info("real Stacked MNIST (%d images): %d modes, KL %.3f", c.eval_samples,
              real_scores["modes"], real_scores["kl"])
 
