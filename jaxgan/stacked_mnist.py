@@ -50,7 +50,12 @@ ADDED_KEYS = {"lr_schedule": optimizers.DEFAULT_SCHEDULE,
               "optimizer": optimizers.DEFAULT_OPTIMIZER, "rms_decay": optimizers.RMSPROP_DECAY,
               "g_steps": 1, "latent_distribution": "normal", "image_size": IMAGE_SIZE,
               "architecture": "dcgan", "real_range": "signed", "digit_source": "train",
-              "real_order": "random", "generator_per_slot": False}
+              "real_order": "random", "generator_per_slot": False, "conv_impl": "auto"}
+
+
+def _option(c: ml_collections.ConfigDict, key: str):
+  """config.<key>, or for a run saved before the key existed the value that reproduces it."""
+  return c.get(key, ADDED_KEYS[key])
 
 
 def padded_digits(images: np.ndarray, image_size: int = IMAGE_SIZE,
@@ -109,14 +114,18 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   for key, choices in (("architecture", ARCHITECTURES), ("real_range", REAL_RANGES),
                        ("digit_source", DIGIT_SOURCES), ("real_order", REAL_ORDERS)):
     check_choice(c, key, choices, ADDED_KEYS[key])
-  size, architecture = c.get("image_size", IMAGE_SIZE), c.get("architecture", "dcgan")
+  check_choice(c, "conv_impl", models.layers.CONV_IMPLS, ADDED_KEYS["conv_impl"])
+  size, architecture = _option(c, "image_size"), _option(c, "architecture")
+  if architecture == "dcgan_tf" and _option(c, "conv_impl") == "tap_matmul":
+    raise ConfigError("config.conv_impl='tap_matmul' is a form of the 'dcgan' networks only; "
+                      "use 'auto', 'xla' or 'patches' with architecture='dcgan_tf'")
   if size not in (28, 32):
     raise ConfigError(f"config.image_size={size!r}: Stacked MNIST trains at 28 (MNIST's own "
                       "size) or 32 (padded); use one of those")
   if architecture == "dcgan" and size != 32:
     raise ConfigError(f"config.image_size={size} with config.architecture='dcgan': that DCGAN "
                       "needs a power of two; use image_size=32, or architecture='dcgan_tf'")
-  if c.get("real_order", "random") == "epochs" and c.num_train % (c.batch_size * c.n_critic):
+  if _option(c, "real_order") == "epochs" and c.num_train % (c.batch_size * c.n_critic):
     raise ConfigError(f"config.real_order='epochs' reads num_train={c.num_train} packs, "
                       f"batch_size x n_critic={c.batch_size * c.n_critic} per step; make "
                       "num_train a multiple of that")
@@ -131,26 +140,26 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 
 def make_state(c: ml_collections.ConfigDict, key: jax.Array) -> GANState:
   """A DCGAN at image_size x image_size x 3 (widths ngf/ndf; pytorch/examples' structure, or
-  DCGAN-tensorflow's with architecture="dcgan_tf"), Adam, and the config's training options
-  (PacGAN packing with `pack` > 1, the Improved Techniques, ...)."""
-  size = c.get("image_size", IMAGE_SIZE)
-  if c.get("architecture", "dcgan") == "dcgan_tf":
+  DCGAN-tensorflow's with architecture="dcgan_tf"; convolutions in the form `conv_impl`),
+  Adam, and the config's training options (PacGAN packing with `pack` > 1, the Improved
+  Techniques, ...)."""
+  size, conv_impl = _option(c, "image_size"), _option(c, "conv_impl")
+  if _option(c, "architecture") == "dcgan_tf":
     if c.get("d_minibatch", "none") != "none":
       raise ConfigError(f"config.d_minibatch={c.d_minibatch!r} is an option of the 'dcgan' "
                         "discriminator only; use architecture='dcgan' or d_minibatch='none'")
-    generator = models.DCGANTFGenerator(image_size=size, channels=3, ngf=c.ngf)
-    discriminator = models.DCGANTFDiscriminator(image_size=size, channels=3, ndf=c.ndf)
+    generator = models.DCGANTFGenerator(image_size=size, channels=3, ngf=c.ngf,
+                                        conv_impl=conv_impl)
+    discriminator = models.DCGANTFDiscriminator(image_size=size, channels=3, ndf=c.ndf,
+                                                conv_impl=conv_impl)
   else:
-    generator = models.DCGANGenerator(image_size=size, channels=3, ngf=c.ngf)
+    generator = models.DCGANGenerator(image_size=size, channels=3, ngf=c.ngf, conv_impl=conv_impl)
     discriminator = models.DCGANDiscriminator(image_size=size, channels=3, ndf=c.ndf,
-                                              minibatch=c.get("d_minibatch", "none"))
+                                              minibatch=c.get("d_minibatch", "none"),
+                                              conv_impl=conv_impl)
   return create_state(key, generator=generator, discriminator=discriminator,
                       **optimizers_from_config(c), latent_dim=c.latent_dim,
                       data_shape=(size, size, 3), **options_from_config(c))
-
-
-def _real_range(c: ml_collections.ConfigDict) -> str:
-  return c.get("real_range", "signed")
 
 
 def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
@@ -158,7 +167,7 @@ def _evaluate(state, classifier, c, key) -> tuple[dict, jax.Array]:
   for i in range(-(-c.eval_samples // 1000)):
     images = sample(state, jax.random.fold_in(key, i), 1000)
     first = images if first is None else first
-    digits.append(label_channels(classifier, images, real_range=_real_range(c)))
+    digits.append(label_channels(classifier, images, real_range=_option(c, "real_range")))
   return mode_metrics(np.concatenate(digits)[:c.eval_samples]), first
 
 
@@ -174,9 +183,9 @@ def _training_set(c: ml_collections.ConfigDict, key: jax.Array) -> tuple[jax.Arr
   config's images, and the [num_train, 3] index that stacks them into the training set; its
   first eval_samples rows are the real images every evaluation is compared with."""
   mnist_images, _ = mnist.load(c.data_dir, "train")
-  if c.get("digit_source", "train") == "train+test":
+  if _option(c, "digit_source") == "train+test":
     mnist_images = np.concatenate([mnist_images, mnist.load(c.data_dir, "test")[0]])
-  return (padded_digits(mnist_images, c.get("image_size", IMAGE_SIZE), _real_range(c)),
+  return (padded_digits(mnist_images, _option(c, "image_size"), _option(c, "real_range")),
           random_index(jax.random.fold_in(key, 0), c.num_train, len(mnist_images)))
 
 
@@ -185,7 +194,7 @@ def _real_scores(c: ml_collections.ConfigDict, classifier, digits: jax.Array,
   """The modes and KL of the training set's first eval_samples images: the real data's ceiling
   that every evaluation is set beside."""
   return mode_metrics(label_channels(classifier, stack(digits, index[:c.eval_samples]),
-                                     real_range=_real_range(c)))
+                                     real_range=_option(c, "real_range")))
 
 
 def _pack_table(c: ml_collections.ConfigDict, key: jax.Array) -> jax.Array | None:
@@ -193,7 +202,7 @@ def _pack_table(c: ml_collections.ConfigDict, key: jax.Array) -> jax.Array | Non
   `pack` training images drawn with replacement from the num_train of the training set
   ([num_train * pack] rows of the index; pack i is entries i * pack ... i * pack + pack - 1).
   None with real_order="random"."""
-  if c.get("real_order", "random") != "epochs":
+  if _option(c, "real_order") != "epochs":
     return None
   return jax.random.randint(jax.random.fold_in(key, 3), (c.num_train * c.pack,), 0, c.num_train)
 
@@ -249,7 +258,8 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   with config_errors():  # before any data is read; each state is consumed (donated) in turn
     states = [make_state(c, jax.random.fold_in(k, 0)) for k in seed_keys]
   workdir = pathlib.Path(workdir).expanduser()
-  with ResumableRun(workdir, c, may_change=optimizers.may_change_on_resume(c),
+  # conv_impl changes only the rounding: a run may go on in another form
+  with ResumableRun(workdir, c, may_change=optimizers.may_change_on_resume(c) + ("conv_impl",),
                     added_keys=ADDED_KEYS) as run_dir:
     # A checkpoint after every evaluation, numbered seed x num_steps + step; its meta carries
     # the finished seeds' scores, so a rerun goes on from the seed and step it stopped at.
@@ -315,9 +325,9 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
         if done == c.num_steps:
           per_seed.append(scores)
           if seed == 0:
+            grid = as_signed(images[:64], _option(c, "real_range"))
             summary.save_png(workdir / "samples_seed0.png",
-                             summary.image_grid(np.asarray(as_signed(images[:64], _real_range(c))),
-                                                columns=8))
+                             summary.image_grid(np.asarray(grid), columns=8))
         run_dir.save(seed * c.num_steps + done, state, seed=seed, seed_step=done,
                      per_seed=per_seed, seconds=entry["seconds"], classifier_digest=digest)
     seconds = run_dir.logged()[-1]["seconds"]

@@ -24,17 +24,42 @@ from helpers import image_batches, run_steps, sgd_state, tiny_dcgan_state
     (4, (2, 2), "VALID"),
     (4, (2, 2), ((1, 0), (2, 1))),  # asymmetric padding
 ])
-def test_tap_matmul_conv_has_the_outputs_and_gradients_of_xla(kernel, strides, padding):
+def test_fast_convs_have_the_outputs_and_gradients_of_xla(kernel, strides, padding):
   x = jax.random.normal(jax.random.key(0), (3, 8, 8, 5))
   k = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 7))
   outs, grads = {}, {}
-  for impl in ("xla", "tap_matmul"):
+  for impl in ("xla", "tap_matmul", "patches"):
     f = lambda x, k, impl=impl: layers.conv(x, k, strides, padding, impl=impl)  # noqa: E731
     outs[impl] = f(x, k)
     grads[impl] = jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(x, k)
-  np.testing.assert_allclose(outs["tap_matmul"], outs["xla"], rtol=1e-6, atol=1e-5)
-  for fast, plain in zip(grads["tap_matmul"], grads["xla"]):
-    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-4 * np.abs(plain).max())
+  for fast in ("tap_matmul", "patches"):
+    np.testing.assert_allclose(outs[fast], outs["xla"], rtol=1e-6, atol=1e-5)
+    for got, plain in zip(grads[fast], grads["xla"]):
+      np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-4 * np.abs(plain).max())
+
+
+@pytest.mark.parametrize("shape,kernel,strides,padding", [
+    ((2, 4, 4, 6), 5, (2, 2), ((2, 3), (2, 3))),  # DCGAN-tensorflow's 4 -> 8 (SAME's adjoint)
+    ((2, 4, 4, 6), 5, (2, 2), ((3, 3), (3, 3))),  # its 4 -> 7
+    ((2, 3, 5, 4), 4, (2, 2), ((2, 2), (2, 2))),  # pytorch's ConvTranspose2d(4, 2, 1), non-square
+    ((2, 5, 4, 4), 3, (1, 2), ((0, 1), (3, 1))),  # uneven strides and padding, some cropped
+    ((2, 4, 4, 4), 5, (2, 2), ((5, 0), (0, 6))),  # padding past the kernel
+])
+def test_patches_conv_transpose_has_the_outputs_and_gradients_of_xla(shape, kernel, strides,
+                                                                    padding):
+  x = jax.random.normal(jax.random.key(0), shape)
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, shape[-1], 3))
+  outs, grads = {}, {}
+  for impl in ("xla", "patches"):
+    f = lambda x, k, impl=impl: layers.conv_transpose(x, k, strides, padding, impl)  # noqa: E731
+    outs[impl] = f(x, k)
+    grads[impl] = jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(x, k)
+  assert outs["patches"].shape == outs["xla"].shape
+  np.testing.assert_allclose(outs["patches"], outs["xla"], rtol=1e-6, atol=1e-5)
+  for got, plain in zip(grads["patches"], grads["xla"]):
+    np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-4 * np.abs(plain).max())
+  with pytest.raises(ValueError, match="unknown conv_transpose impl 'tap_matmul'"):
+    layers.conv_transpose(x, k, strides, padding, "tap_matmul")
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 4, 6), (2, 3, 5, 4)])
@@ -57,16 +82,27 @@ def test_upsample_by_phases_has_the_gradients_of_the_transposed_convolution(shap
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def _param_grads(module, inp, variables):
+  """(gradients of sum(sin(3 * output)) with respect to the parameters, output), in training."""
+  def loss(params):
+    out, _ = module.apply({**variables, "params": params}, inp, mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(3 * out)), out
+  return jax.grad(loss, has_aux=True)(variables["params"])
+
+
+def _assert_same_results(result, reference, tree_atol: float = 0.0):
+  """Leaf by leaf to float rounding; `tree_atol` adds that fraction of the largest entry of
+  the whole tree (for leaves that are 0 but for rounding elsewhere in the tree)."""
+  scale = max(float(np.abs(want).max()) for want in jax.tree.leaves(reference))
+  for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(reference), strict=True):
+    np.testing.assert_allclose(got, want, rtol=2e-4,
+                               atol=2e-5 * np.abs(want).max() + 1e-7 + tree_atol * scale)
+
+
 def test_fast_dcgan_paths_give_the_same_outputs_and_gradients():
   z = jax.random.normal(jax.random.key(0), (4, 16))
   x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3), minval=-1, maxval=1)
-
-  def grads(module, inp, variables):
-    def loss(params):
-      out, _ = module.apply({**variables, "params": params}, inp, mutable=["batch_stats"])
-      return jnp.sum(jnp.sin(3 * out)), out
-    return jax.grad(loss, has_aux=True)(variables["params"])
-
+  grads = _param_grads
   reference = None
   for upsample, conv_impl in (("transpose", "xla"), ("phase", "tap_matmul"), ("phase", "xla"),
                               ("subpixel", "tap_matmul"), ("auto", "auto")):
@@ -78,8 +114,31 @@ def test_fast_dcgan_paths_give_the_same_outputs_and_gradients():
     if reference is None:
       reference = result
       continue
-    for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(reference)):
-      np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max() + 1e-7)
+    _assert_same_results(result, reference)
+
+
+def test_dcgan_tensorflow_conv_forms_give_the_same_outputs_and_gradients():
+  """The DCGAN-tensorflow networks with XLA's convolutions and as patches + one product ("auto"
+  picks the latter on CPU): same parameters, outputs and gradients, at 28 and 16 pixels."""
+  for size in (28, 16):
+    z = jax.random.normal(jax.random.key(0), (4, 16))
+    x = jax.random.uniform(jax.random.key(1), (4, size, size, 3), minval=-1, maxval=1)
+    reference = None
+    for impl in ("xla", "patches", "auto"):
+      g = models.DCGANTFGenerator(image_size=size, ngf=4, conv_impl=impl)
+      d = models.DCGANTFDiscriminator(image_size=size, ndf=4, conv_impl=impl)
+      g_vars, d_vars = g.init(jax.random.key(2), z), d.init(jax.random.key(3), x)
+      result = (g_vars, d_vars, _param_grads(g, z, g_vars), _param_grads(d, x, d_vars))
+      if reference is None:
+        reference = result
+        continue
+      # The biases of convolutions followed by BatchNorm have gradient 0; their rounding is
+      # that of the network's largest gradients (up to 3e-6 of them here).
+      for got, want in zip(result, reference):
+        _assert_same_results(got, want, tree_atol=1e-5)
+  assert models.dcgan_tf.resolve_conv_impl("auto") == ("patches" if layers.on_cpu() else "xla")
+  with pytest.raises(ValueError, match="unknown conv_impl 'tap_matmul'.*'auto', 'xla' or"):
+    models.DCGANTFDiscriminator(conv_impl="tap_matmul").init(jax.random.key(0), x)
 
 
 def test_auto_paths_follow_the_backend_and_size():

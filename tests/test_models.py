@@ -50,25 +50,32 @@ def test_dcgan_tensorflow_networks_at_28_pixels():
 
 
 @pytest.mark.parametrize("in_size,out_size", [(2, 4), (4, 7), (7, 14), (14, 28), (16, 32)])
+@pytest.mark.parametrize("impl", ["xla", "patches"])
 def test_dcgan_tensorflow_transposed_convolution_is_the_transpose_of_a_same_convolution(
-    in_size, out_size):
+    in_size, out_size, impl):
   """TensorFlow's conv2d_transpose(padding="SAME", output_shape) is the adjoint of the stride-2
-  SAME convolution from out_size to in_size; the generator's layers must be exactly that."""
-  from jaxgan.models.dcgan_tf import _KERNEL, _same_transpose_padding
+  SAME convolution from out_size to in_size; the generator's layers must be exactly that, in
+  either form, and keep flax's ConvTranspose parameters (the runs saved before the forms)."""
+  from jaxgan.models.dcgan_tf import ConvTranspose, _same_transpose_padding
   import flax.linen as nn
   pad = _same_transpose_padding(in_size, out_size)
-  layer = nn.ConvTranspose(3, (_KERNEL, _KERNEL), strides=(2, 2), padding=(pad, pad),
-                           use_bias=False)
+  layer = ConvTranspose(3, (pad, pad), impl)
   x = jax.random.normal(jax.random.key(0), (2, in_size, in_size, 4))
   params = layer.init(jax.random.key(1), x)
+  flax_layer = nn.ConvTranspose(3, (5, 5), strides=(2, 2), padding=(pad, pad),
+                                kernel_init=nn.initializers.normal(0.02))
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, flax_layer.init(jax.random.key(1), x))
+  params = {"params": {**params["params"], "bias": jnp.arange(3.0)}}
   out = layer.apply(params, x)
   assert out.shape == (2, out_size, out_size, 3)
+  np.testing.assert_allclose(out, flax_layer.apply(params, x), rtol=1e-5, atol=1e-5)
   kernel = params["params"]["kernel"]  # [5, 5, 4, 3]
   forward_kernel = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # [5, 5, 3, 4]
   forward = lambda v: jax.lax.conv_general_dilated(  # noqa: E731
       v, forward_kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   _, transpose = jax.vjp(forward, jnp.zeros((2, out_size, out_size, 3)))
-  np.testing.assert_allclose(out, transpose(x)[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out - jnp.arange(3.0), transpose(x)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_bad_image_size_is_a_clear_error():

@@ -272,7 +272,9 @@ def test_pacgan_protocol_options(tmp_path):
   assert stacked_mnist._pack_table(random_order, jax.random.key(0)) is None
   for key, value, message in (("architecture", "dcgan", "needs a power of two"),
                               ("num_train", 60, "make num_train a multiple"),
-                              ("real_order", "shuffled", "choose one of random, epochs")):
+                              ("real_order", "shuffled", "choose one of random, epochs"),
+                              ("conv_impl", "tap_matmul", "of the 'dcgan' networks only"),
+                              ("conv_impl", "fast", "choose one of auto, xla, tap_matmul")):
     bad = c.copy_and_resolve_references()
     bad[key] = value
     with pytest.raises(ConfigError, match=message):
@@ -282,6 +284,10 @@ def test_pacgan_protocol_options(tmp_path):
   state = stacked_mnist.make_state(c, jax.random.key(0))
   assert state.generator_per_slot and isinstance(state.generator, stacked_mnist.models.DCGANTFGenerator)
   assert state.data_shape == (28, 28, 3) and state.g_steps == 2
+  assert state.generator.conv_impl == state.discriminator.conv_impl == "auto"
+  # The convolutions' form changes only the rounding: the run goes on in another one.
+  c.conv_impl, c.num_steps = "xla", 6
+  assert stacked_mnist.run(c, tmp_path / "run")["num_steps"] == 6
   # A run saved before these keys existed trained with the old behaviour.
   assert_run_saved_before_the_key_resumes_only_as(tmp_path / "old", c, "real_order", "random",
                                                   stacked_mnist.ADDED_KEYS)

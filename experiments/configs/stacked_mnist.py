@@ -48,6 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.real_order = "random"
   # With pack > 1: G run once per pack slot, BatchNorm statistics per slot (PacGAN's code)
   c.generator_per_slot = False
+  # How the convolutions run: "auto" (the fastest exact form per backend), "xla" (the
+  # backend's own), "tap_matmul" ("dcgan" only), "patches"; the same results to rounding
+  c.conv_impl = "auto"
   c.ngf = 64
   c.ndf = 64
   c.loss = "non_saturating"

@@ -8,6 +8,11 @@ ceil(size / 16)-sized map, and D ending in a linear layer on its last feature ma
 are gf * 8, 4, 2, 1 in G and df * 1, 2, 4, 8 in D; BatchNorm (momentum 0.9, eps 1e-5, scale
 initialised at 1) after every layer but G's output and D's first and last; weights from
 N(0, 0.02) (D's convolutions: truncated at 2 std), biases 0.
+
+`conv_impl="auto"` computes every convolution as image patches and one matrix product on
+CPU ("patches"), where XLA's own 5x5 stride-2 convolutions on the small maps are 10-100x
+slower (benchmarks/conv_patches.py), and with the backend's own ("xla") elsewhere; both give
+the same outputs and gradients from the same parameters.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgan.models import layers
 from jaxgan.models.layers import batch_norm
 
 _KERNEL = 5
@@ -32,6 +38,28 @@ def sizes(image_size: int) -> list[int]:
   for _ in range(4):
     out.append(math.ceil(out[-1] / 2))
   return out
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """"auto" -> "patches" on CPU, else "xla"; "patches" and "xla" as they are."""
+  if impl not in ("auto", "xla", "patches"):
+    raise ValueError(f"unknown conv_impl {impl!r} for the DCGAN-tensorflow networks; choose "
+                     "'auto', 'xla' or 'patches'")
+  return ("patches" if layers.on_cpu() else "xla") if impl == "auto" else impl
+
+
+class ConvTranspose(nn.Module):
+  """`flax.linen.ConvTranspose` (stride 2, explicit padding, with bias: the same parameters
+  and outputs) computed by `layers.conv_transpose` in the form `impl` names."""
+  features: int
+  padding: tuple[tuple[int, int], tuple[int, int]]
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", _normal, (_KERNEL, _KERNEL, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return layers.conv_transpose(x, kernel, (2, 2), self.padding, self.impl) + bias
 
 
 def _same_transpose_padding(in_size: int, out_size: int) -> tuple[int, int]:
@@ -51,17 +79,19 @@ class DCGANTFGenerator(nn.Module):
   channels: int = 3
   ngf: int = 64
   axis_name: str | None = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z, train: bool = True):
-    s = sizes(self.image_size)
+    s, impl = sizes(self.image_size), resolve_conv_impl(self.conv_impl)
     x = nn.Dense(self.ngf * 8 * s[4] ** 2, kernel_init=_normal)(z)
     x = x.reshape(z.shape[0], s[4], s[4], self.ngf * 8)
     x = nn.relu(batch_norm(train, self.axis_name)(x))
-    for k, width in zip((3, 2, 1, 0), (self.ngf * 4, self.ngf * 2, self.ngf, self.channels)):
+    for n, (k, width) in enumerate(zip((3, 2, 1, 0), (self.ngf * 4, self.ngf * 2, self.ngf,
+                                                      self.channels))):
       pad = _same_transpose_padding(s[k + 1], s[k])
-      x = nn.ConvTranspose(width, (_KERNEL, _KERNEL), strides=(2, 2), padding=(pad, pad),
-                           kernel_init=_normal)(x)
+      # named as flax's ConvTranspose layers were, so saved runs restore
+      x = ConvTranspose(width, (pad, pad), impl, name=f"ConvTranspose_{n}")(x)
       if k > 0:
         x = nn.relu(batch_norm(train, self.axis_name)(x))
     return jnp.tanh(x).astype(jnp.float32)
@@ -75,13 +105,16 @@ class DCGANTFDiscriminator(nn.Module):
   channels: int = 3
   ndf: int = 64
   axis_name: str | None = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     sizes(self.image_size)  # checks the size
+    conv_fn = layers.flax_conv_fn(resolve_conv_impl(self.conv_impl))
     for k in range(4):
       x = nn.Conv(self.ndf * 2 ** k, (_KERNEL, _KERNEL), strides=(2, 2), padding="SAME",
-                  kernel_init=jax.nn.initializers.truncated_normal(0.02))(x)
+                  kernel_init=jax.nn.initializers.truncated_normal(0.02),
+                  conv_general_dilated=conv_fn)(x)
       if k > 0:
         x = batch_norm(train, self.axis_name)(x)
       x = nn.leaky_relu(x, 0.2)

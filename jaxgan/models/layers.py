@@ -9,6 +9,9 @@ and PyTorch DCGAN weights stay interchangeable.
 `conv` is `lax.conv_general_dilated` with the same outputs and gradients, whose
 kernel gradient is a sum of per-tap matrix products: XLA:CPU computes the
 kernel gradient of a convolution 2-4x slower than it computes the forward pass.
+Its "patches" form (and `conv_transpose`'s) is one matrix product over image patches:
+XLA:CPU runs 5x5 stride-2 convolutions on small maps up to 100x slower than that
+(benchmarks/conv_patches.py).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def batch_norm(train: bool, axis_name: str | None, dtype=None, **kwargs) -> nn.B
 
 
 UPSAMPLE_IMPLS = ("auto", "phase", "subpixel", "transpose")
-CONV_IMPLS = ("auto", "xla", "tap_matmul")
+CONV_IMPLS = ("auto", "xla", "tap_matmul", "patches")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -57,7 +60,8 @@ TAP_MATMUL_MIN_MACS = 10**8
 
 def resolve_conv_impl(impl: str, macs: int | None = None) -> str:
   """"auto" -> "tap_matmul" on CPU (for convolutions of >= TAP_MATMUL_MIN_MACS multiply-adds
-  when `macs` is given), else "xla", the backend's own convolution."""
+  when `macs` is given), else "xla", the backend's own convolution. "patches" is chosen by
+  name only (`jaxgan.models.dcgan_tf` does so on CPU)."""
   if impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv impl {impl!r}; choose one of {CONV_IMPLS}")
   if impl == "auto":
@@ -124,20 +128,117 @@ def _tap_matmul_conv_bwd(strides, padding, residuals, dy):
 _tap_matmul_conv.defvjp(_tap_matmul_conv_fwd, _tap_matmul_conv_bwd)
 
 
+def _conv_patches(x, kernel, strides, padding):
+  """The convolution as one matrix product: [B, Ho, Wo, kh*kw*cin] patches (tap-major, the
+  order of the HWIO kernel's rows) times the [kh*kw*cin, cout] kernel. Its gradients are
+  autodiff's: the kernel's one product more, the input's a sum of strided pads."""
+  kh, kw, cin, cout = kernel.shape
+  (sh, sw), (_, h, w, _) = strides, x.shape
+  xp = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*padding[0], 0), (*padding[1], 0),
+                                               (0, 0, 0)))
+  ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+  patches = jnp.concatenate([xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                             for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * cin, cout))
+
+
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="VALID",
          impl: str = "auto") -> jax.Array:
   """NHWC x HWIO convolution. `impl="tap_matmul"` computes the same outputs and
   gradients as `"xla"` (to float rounding) with a faster kernel gradient on CPU;
-  `"auto"` chooses by backend and size (`resolve_conv_impl`)."""
+  `"patches"` as one matrix product over image patches; `"auto"` chooses by backend and
+  size (`resolve_conv_impl`)."""
   strides = tuple(int(s) for s in strides)
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
   padding = tuple(tuple(int(v) for v in p) for p in padding)
   out_rows = x.shape[0] * np.prod([(x.shape[1 + d] + sum(padding[d]) - kernel.shape[d])
                                    // strides[d] + 1 for d in range(2)])
-  if resolve_conv_impl(impl, int(out_rows * np.prod(kernel.shape))) == "tap_matmul":
+  impl = resolve_conv_impl(impl, int(out_rows * np.prod(kernel.shape)))
+  if impl == "tap_matmul":
     return _tap_matmul_conv(x, kernel, strides, padding)
+  if impl == "patches":
+    return _conv_patches(x, kernel, strides, padding)
   return _lax_conv(x, kernel, strides, padding)
+
+
+def _transpose_geometry(x_shape, kernel_shape, strides, padding):
+  """For each spatial axis: (input size, output size, stride, low padding, kernel size)."""
+  return [(x_shape[1 + d], strides[d] * (x_shape[1 + d] - 1) + 1 + sum(padding[d])
+           - kernel_shape[d] + 1, strides[d], padding[d][0], kernel_shape[d]) for d in range(2)]
+
+
+def _spread(cols, geometry):
+  """Transposed convolution from its [B, H, W, kh*kw, cout] products: input pixel m's product
+  with tap i lands on output s*m + lo - i (lax.pad places it: interior s - 1, negative
+  padding crops); the taps' contributions are summed."""
+  (h, out_h, sh, lo_h, kh), (w, out_w, sw, lo_w, kw) = geometry
+  y = 0
+  for t in range(kh * kw):
+    i, j = divmod(t, kw)
+    y = y + jax.lax.pad(cols[:, :, :, t], jnp.zeros((), cols.dtype),
+                        ((0, 0, 0), (lo_h - i, out_h - sh * (h - 1) - 1 - lo_h + i, sh - 1),
+                         (lo_w - j, out_w - sw * (w - 1) - 1 - lo_w + j, sw - 1), (0, 0, 0)))
+  return y
+
+
+def _gather(dy, geometry):
+  """The adjoint of `_spread`: [B, H, W, kh*kw*cout], dy at the output position each (input
+  pixel, tap) lands on (zero where that is outside the output); strided slices, tap-major."""
+  pads, starts = [], []
+  for size, out, s, lo, k in geometry:
+    pads.append((max(k - 1 - lo, 0), max(s * (size - 1) + lo - (out - 1), 0)))
+    starts.append(lo + pads[-1][0])
+  (h, _, sh, _, kh), (w, _, sw, _, kw) = geometry
+  dyp = jnp.pad(dy, ((0, 0), pads[0], pads[1], (0, 0)))
+  return jnp.concatenate([dyp[:, starts[0] - i:starts[0] - i + sh * (h - 1) + 1:sh,
+                              starts[1] - j:starts[1] - j + sw * (w - 1) + 1:sw]
+                          for i in range(kh) for j in range(kw)], axis=-1)
+
+
+def _kernel_matrix(kernel):
+  """HWIO [kh, kw, cin, cout] -> [cin, kh*kw*cout] (tap-major columns)."""
+  kh, kw, cin, cout = kernel.shape
+  return jnp.moveaxis(kernel, 2, 0).reshape(cin, kh * kw * cout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_transpose_patches(x, kernel, strides, padding):
+  geometry = _transpose_geometry(x.shape, kernel.shape, strides, padding)
+  cols = jnp.einsum("bhwc,ck->bhwk", x, _kernel_matrix(kernel))
+  return _spread(cols.reshape(*x.shape[:3], -1, kernel.shape[-1]), geometry)
+
+
+def _conv_transpose_patches_fwd(x, kernel, strides, padding):
+  return _conv_transpose_patches(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_transpose_patches_bwd(strides, padding, residuals, dy):
+  """Both gradients from the gathered output gradient, one matrix product each."""
+  x, kernel = residuals
+  kh, kw, cin, cout = kernel.shape
+  dcols = _gather(dy, _transpose_geometry(x.shape, kernel.shape, strides, padding))
+  dx = jnp.einsum("bhwk,ck->bhwc", dcols, _kernel_matrix(kernel))
+  dk = jnp.einsum("bhwc,bhwk->ck", x, dcols).reshape(cin, kh, kw, cout)
+  return dx.astype(x.dtype), jnp.moveaxis(dk, 0, 2).astype(kernel.dtype)
+
+
+_conv_transpose_patches.defvjp(_conv_transpose_patches_fwd, _conv_transpose_patches_bwd)
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides, padding, impl: str = "xla"
+                   ) -> jax.Array:
+  """`flax.linen.ConvTranspose`'s computation (explicit padding, transpose_kernel=False): the
+  input-dilated convolution with the HWIO kernel as it is. `impl="patches"` computes the same
+  as one matrix product whose [H, W, kh*kw, cout] products are spread onto the output, and
+  its gradients as one product each; "xla" is `lax.conv_transpose`."""
+  if impl not in ("xla", "patches"):
+    raise ValueError(f"unknown conv_transpose impl {impl!r}; choose 'xla' or 'patches'")
+  strides = tuple(int(s) for s in strides)
+  padding = tuple(tuple(int(v) for v in p) for p in padding)
+  if impl == "patches":
+    return _conv_transpose_patches(x, kernel, strides, padding)
+  return jax.lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=_NHWC)
 
 
 def flax_conv_fn(impl: str):
