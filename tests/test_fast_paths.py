@@ -105,7 +105,7 @@ def test_fast_dcgan_paths_give_the_same_outputs_and_gradients():
   grads = _param_grads
   reference = None
   for upsample, conv_impl in (("transpose", "xla"), ("phase", "tap_matmul"), ("phase", "xla"),
-                              ("subpixel", "tap_matmul"), ("auto", "auto")):
+                              ("subpixel", "tap_matmul"), ("phase", "patches"), ("auto", "auto")):
     g = models.DCGANGenerator(image_size=16, ngf=8, upsample=upsample, conv_impl=conv_impl)
     d = models.DCGANDiscriminator(image_size=16, ndf=8, conv_impl=conv_impl)
     g_vars = g.init(jax.random.key(2), z)  # same key: same parameters whatever the path
