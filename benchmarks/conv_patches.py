@@ -22,24 +22,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 from jaxgan.models import dcgan_tf, layers  # noqa: E402
+from kernel_grad import milliseconds  # noqa: E402
 
 IMPLS = ("xla", "patches")
-
-
-def timed(fn, *args, repeats: int) -> float:
-  """Milliseconds per call of jitted `fn` after one warm-up call."""
-  fn = jax.jit(fn)
-  jax.block_until_ready(fn(*args))
-  t0 = time.perf_counter()
-  for _ in range(repeats):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t0) / repeats * 1e3
 
 
 def network_layers(width: int, batch: int, image_size: int = 28):
@@ -72,8 +62,9 @@ def layer_table(width: int, batch: int, repeats: int) -> None:
       forward = lambda x, w, impl=impl: fn(x, w, impl)  # noqa: E731
       grads = jax.grad(lambda x, w, f=forward: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))
       both = lambda x, w, f=forward, g=grads: (f(x, w), g(x, w))  # noqa: E731
-      results[impl] = jax.jit(both)(x, w)
-      times = timed(forward, x, w, repeats=repeats), timed(both, x, w, repeats=repeats)
+      forward_ms, _ = milliseconds(forward, (x, w), repeats)
+      both_ms, results[impl] = milliseconds(both, (x, w), repeats)
+      times = forward_ms, both_ms
       totals[impl] = [t + u for t, u in zip(totals[impl], times)]
       cells.append(times)
     diff = max(float(jnp.abs(a - b).max() / jnp.abs(a).max())
@@ -126,5 +117,4 @@ def main():
 
 
 if __name__ == "__main__":
-  np.set_printoptions(precision=3)
   main()

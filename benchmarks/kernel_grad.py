@@ -84,13 +84,14 @@ FORMS = {
 }
 
 
-def milliseconds(fn, args, repeats: int) -> tuple[float, jax.Array]:
+def milliseconds(fn, args, repeats: int):
+  """(milliseconds per call of jitted `fn` after a warm-up call, its output: any pytree)."""
   fn = jax.jit(fn)
-  out = fn(*args).block_until_ready()  # compile and warm up
+  out = jax.block_until_ready(fn(*args))  # compile and warm up
   start = time.perf_counter()
   for _ in range(repeats):
     out = fn(*args)
-  out.block_until_ready()
+  jax.block_until_ready(out)
   return (time.perf_counter() - start) / repeats * 1e3, out
 
 
