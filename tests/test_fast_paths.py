@@ -128,13 +128,14 @@ def test_dcgan_tensorflow_conv_forms_give_the_same_outputs_and_gradients():
       g = models.DCGANTFGenerator(image_size=size, ngf=4, conv_impl=impl)
       d = models.DCGANTFDiscriminator(image_size=size, ndf=4, conv_impl=impl)
       g_vars, d_vars = g.init(jax.random.key(2), z), d.init(jax.random.key(3), x)
-      result = (g_vars, d_vars, _param_grads(g, z, g_vars), _param_grads(d, x, d_vars))
+      # (variables, gradients, output) of each network, each compared on its own scale
+      result = (g_vars, d_vars, *_param_grads(g, z, g_vars), *_param_grads(d, x, d_vars))
       if reference is None:
         reference = result
         continue
       # The biases of convolutions followed by BatchNorm have gradient 0; their rounding is
       # that of the network's largest gradients (up to 3e-6 of them here).
-      for got, want in zip(result, reference):
+      for got, want in zip(result, reference, strict=True):
         _assert_same_results(got, want, tree_atol=1e-5)
   assert models.dcgan_tf.resolve_conv_impl("auto") == ("patches" if layers.on_cpu() else "xla")
   with pytest.raises(ValueError, match="unknown conv_impl 'tap_matmul'.*'auto', 'xla' or"):
