@@ -89,15 +89,22 @@ def _lax_conv(x, kernel, strides, padding):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
 
 
+def _window(xp: jax.Array, start: Sequence[int], size: Sequence[int], strides: Sequence[int]
+            ) -> jax.Array:
+  """xp[:, a + s*h, b + t*w] for h < size[0], w < size[1]: the pixels one kernel tap meets
+  across a strided convolution's output (start = the tap's offset in the padded input)."""
+  (a, b), (n, m), (s, t) = start, size, strides
+  return xp[:, a:a + s * (n - 1) + 1:s, b:b + t * (m - 1) + 1:t]
+
+
 def tap_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int],
                     strides: Sequence[int], padding) -> jax.Array:
   """d loss / d kernel of an NHWC convolution as one matrix product per kernel tap:
   dk[i, j] = sum over (b, h, w) of dy[b, h, w, :] (x) x_pad[b, s*h + i, s*w + j, :]."""
   kh, kw, _, _ = kernel_shape
-  (sh, sw), (_, ho, wo, _) = strides, dy.shape
+  _, ho, wo, _ = dy.shape
   xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-  taps = [jnp.einsum("bhwo,bhwc->oc", dy, xp[:, i:i + sh * (ho - 1) + 1:sh,
-                                          j:j + sw * (wo - 1) + 1:sw],
+  taps = [jnp.einsum("bhwo,bhwc->oc", dy, _window(xp, (i, j), (ho, wo), strides),
                      preferred_element_type=jnp.float32)
           for i in range(kh) for j in range(kw)]  # [O, C] each: the contiguous operand order
   return jnp.stack(taps).transpose(0, 2, 1).reshape(kernel_shape)
@@ -133,11 +140,11 @@ def _conv_patches(x, kernel, strides, padding):
   order of the HWIO kernel's rows) times the [kh*kw*cin, cout] kernel. Its gradients are
   autodiff's: the kernel's one product more, the input's a sum of strided pads."""
   kh, kw, cin, cout = kernel.shape
-  (sh, sw), (_, h, w, _) = strides, x.shape
+  sh, sw = strides
   xp = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*padding[0], 0), (*padding[1], 0),
                                                (0, 0, 0)))
   ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
-  patches = jnp.concatenate([xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+  patches = jnp.concatenate([_window(xp, (i, j), (ho, wo), strides)
                              for i in range(kh) for j in range(kw)], axis=-1)
   return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * cin, cout))
 
@@ -191,8 +198,7 @@ def _gather(dy, geometry):
     starts.append(lo + pads[-1][0])
   (h, _, sh, _, kh), (w, _, sw, _, kw) = geometry
   dyp = jnp.pad(dy, ((0, 0), pads[0], pads[1], (0, 0)))
-  return jnp.concatenate([dyp[:, starts[0] - i:starts[0] - i + sh * (h - 1) + 1:sh,
-                              starts[1] - j:starts[1] - j + sw * (w - 1) + 1:sw]
+  return jnp.concatenate([_window(dyp, (starts[0] - i, starts[1] - j), (h, w), (sh, sw))
                           for i in range(kh) for j in range(kw)], axis=-1)
 
 
