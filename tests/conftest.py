@@ -6,8 +6,14 @@ import pathlib
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8").strip()
+# XLA's CPU backend spends most of a test's time in LLVM's optimisation passes: the models are
+# tiny, so every test is mostly compiles. Level 0 compiles ~4x faster and takes the suite from
+# ~15 to ~11 minutes on 2 cores; it changes no HLO pass, so the arithmetic is the same (the
+# training programs themselves run at XLA's default level). A level given in XLA_FLAGS wins.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "--xla_backend_optimization_level" not in _flags:
+  _flags += " --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
 # Temporary files of the libraries (tfds's dataset_info makes a `tmp*tfds` folder per use and
 # leaves it) go to one folder per session, removed at exit - in the subprocesses too. pytest's

@@ -1,5 +1,7 @@
 """Small states and batches shared by tests and the multi-process worker (sets no XLA flags)."""
 
+import os
+
 import jax
 import numpy as np
 import optax
@@ -80,3 +82,11 @@ def assert_run_saved_before_the_key_resumes_only_as(tmp_path, config, key, old_v
     config[key] = old_value
     run.config = json.loads(config.to_json_best_effort())
     run._check_config(saved)
+
+
+def xla_flags_with_devices(num_devices: int) -> str:
+  """The test session's XLA_FLAGS (conftest's) with `num_devices` simulated CPU devices, for
+  subprocesses that run as a process of a smaller host."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count=")]
+  return " ".join(flags + [f"--xla_force_host_platform_device_count={num_devices}"])

@@ -1,11 +1,9 @@
-"""One process of the 2-process x 4-device test: python multiprocess_worker.py PID PORT KIND OUT."""
+"""One process of the 2-process x 4-device test: python multiprocess_worker.py PID PORT KIND OUT.
+The test gives it 4 simulated CPU devices through XLA_FLAGS (`helpers.xla_flags_with_devices`)."""
 
-import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 pid, port, kind, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]

@@ -14,7 +14,7 @@ import pytest
 
 import jaxgan
 from experiments.configs import celeba
-from helpers import image_batches, run_steps, sgd_state
+from helpers import image_batches, run_steps, sgd_state, xla_flags_with_devices
 from jaxgan import trainer
 
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -83,7 +83,8 @@ def free_port():
 @pytest.mark.parametrize("kind", ["jit", "pmap"])
 def test_two_processes_of_four_devices_equal_one_process_of_eight(kind, tmp_path):
   out, port = tmp_path / "result.npz", free_port()
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+         "XLA_FLAGS": xla_flags_with_devices(4)}
   procs = [subprocess.Popen([sys.executable, str(TESTS / "multiprocess_worker.py"), str(pid),
                              str(port), kind, str(out)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for pid in (0, 1)]
@@ -120,7 +121,7 @@ def test_program_runs_on_8_devices_pmap_jit_and_2_processes_with_interchangeable
        f"--workdir={workdir}", "--config.num_steps=4"], cwd=TESTS.parent,
       env={**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
            "JAX_PROCESS_ID": str(pid), "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+           "XLA_FLAGS": xla_flags_with_devices(4)},
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pid in (0, 1)]
   try:
     single = trainer.train(smoke(parallel="none"), tmp_path / "single")
