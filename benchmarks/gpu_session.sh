@@ -11,13 +11,16 @@
 #      DRS_FLAGS go to it, e.g. "--drs_steps=50 --drs_samples=200" for a dry run);
 #   2. issue 7: Stacked MNIST at the full protocol (PARTS=stacked, before the toy runs): the
 #      MNIST classifier, then DCGAN and PacDCGAN2 side by side, each stopped by STACKED_CAP_S.
+#   issue 7: the toy benchmark's step time at 1 and 10 seeds (`benchmarks/toy_step.py`; PARTS
+#      toystep, in the default; TOYSTEP_ARGS replaces its arguments, e.g. for a dry run),
+#      to check on the GPU that 10 seeds cost little more than one;
 #
 #   OUT=results DEADLINE_S=560 bash benchmarks/gpu_session.sh
 #
 # Run from the repository root. Writes OUT/env.txt, OUT/bench.log, OUT/toy.log as it goes and
 # OUT/results.tar.gz (the benchmark's JSON rows, the toy runs' metrics and results) at the end.
 # If .whl/ holds wheels (ml_collections, say), they are installed into /tmp/site first.
-# PARTS=bench,toy chooses the parts; TOY_RUNS the toy.py variants (default "ring-best
+# PARTS=bench,toystep,toy chooses the parts; TOY_RUNS the toy.py variants (default "ring-best
 # grid-best"; "grid-best+d_lr=4e-4" adds --config.d_lr=4e-4 to that run), TOY_FLAGS flags for
 # all of them (e.g. "--config.pack=4"), TOY_CANDIDATES the step counts to choose from (longest
 # first). For a dry run on a CPU: BENCH_STEPS, BENCH_REPEATS, PROBE_STEPS.
@@ -38,7 +41,7 @@ BENCH_REPEATS=${BENCH_REPEATS:-5}
 PROBE_STEPS=${PROBE_STEPS:-10000}
 TOY_FLAGS=${TOY_FLAGS:-}
 TOY_RUNS=${TOY_RUNS:-ring-best grid-best}  # toy.py variants, run side by side
-PARTS=${PARTS:-bench,toy}
+PARTS=${PARTS:-bench,toystep,toy}
 TOY_DRS=${TOY_DRS:-1}
 reserve=$((TOY_DRS == 1 ? ${DRS_RESERVE_S:-60} : 0))  # seconds kept for --drs after the toy runs
 WORK=$(mktemp -d)
@@ -77,6 +80,15 @@ bench 240 f32_b128 --batches=128 --torch_compile --torch_compile_modes=default,r
 bench 70 bf16 --batches=64,128 --dtype=bfloat16 --no_torch --worker_timeout=60
 bench 40 transpose_b64 --batches=64 --upsample=transpose --no_torch --worker_timeout=35
 bench 70 phase_bf16 --batches=64,128 --upsample=phase --dtype=bfloat16 --no_torch --worker_timeout=60
+
+# The toy benchmark's step at 1 and 10 seeds (issue 7), each in its own subprocess.
+if [[ ,$PARTS, == *,toystep,* ]]; then
+  echo "== toy step ($(left) s left)" >>"$OUT/bench.log"
+  # shellcheck disable=SC2086  # TOYSTEP_ARGS holds several arguments
+  timeout "$(cap 120)" $PY benchmarks/toy_step.py --json="$WORK/toystep.json" \
+    ${TOYSTEP_ARGS:---variants=grid,grid+pack=4+simultaneous=True --seeds=1,10 --steps=1000} \
+    >>"$OUT/bench.log" 2>&1 || echo "   toy step: exit $?" >>"$OUT/bench.log"
+fi
 
 # 2. Stacked MNIST (issue 7), before the toy runs, which take whatever time is left.
 stacked() {
@@ -163,7 +175,7 @@ if [ "$TOY_DRS" = 1 ]; then  # the runs' newest checkpoints, after rejection sam
 fi
 
 mkdir -p "$WORK/pack"
-cp "$WORK"/bench_*.json "$WORK/pack/" 2>/dev/null
+cp "$WORK"/bench_*.json "$WORK"/toystep.json "$WORK/pack/" 2>/dev/null
 [ -f "$WORK/classifier/metrics.json" ] && cp "$WORK/classifier/metrics.json" \
   "$WORK/pack/classifier_metrics.json"
 for d in "$WORK"/probe_* "$WORK"/toy_* "$WORK"/stacked_*; do
@@ -175,6 +187,6 @@ for d in "$WORK"/probe_* "$WORK"/toy_* "$WORK"/stacked_*; do
 done
 tar -czf "$OUT/results.tar.gz" -C "$WORK/pack" .
 echo "done in $((SECONDS - start)) s" >>"$OUT/toy.log"
-tail -n 40 "$OUT/bench.log" 2>/dev/null | grep -E "^(jaxgan|torch|==|DCGAN|   )" || true
+tail -n 50 "$OUT/bench.log" 2>/dev/null | grep -E "^(jaxgan|torch|==|DCGAN|grid|   )" || true
 grep -E "^==|accuracy|Stacked|exit" "$OUT/stacked.log" 2>/dev/null | tail -n 8
 grep -E "^==|modes|G: |G \+ DRS \(|done in" "$OUT/toy.log" | tail -n 16

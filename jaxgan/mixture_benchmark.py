@@ -112,6 +112,26 @@ def training_points(c: ml_collections.ConfigDict, keys: dict[str, jax.Array]) ->
   return jax.jit(jax.vmap(lambda k: mixtures.sample(k, modes, std, c.num_train)))(keys["data"])
 
 
+def chunk_trainer(c: ml_collections.ConfigDict, length: int | None = None):
+  """Every seed's next `length` steps (default `eval_every`) as one jitted program:
+  (seeds' states, seeds' points, train keys, minibatch keys) -> (states, each seed's mean
+  losses over the steps). The states are donated. `benchmarks/toy_step.py` times this."""
+  # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of
+  # `pack` real samples (and as many fake), so a step draws batch_size x pack x n_critic points.
+  points_per_step = samples_per_step(c)
+
+  def train_chunk(state, points, key, minibatch_key):
+    def body(state, _):
+      idx = jax.random.randint(jax.random.fold_in(minibatch_key, state.step), (points_per_step,),
+                               0, c.num_train)
+      return train_step(state, {"image": points[idx]}, key)
+
+    state, metrics = jax.lax.scan(body, state, None, length=length or c.eval_every)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return jax.jit(jax.vmap(train_chunk), donate_argnums=0)
+
+
 def sampler(c: ml_collections.ConfigDict, num: int):
   """(seeds' states, seeds' keys) -> `num` samples of each seed's G: [seeds, num, 2]."""
   return jax.jit(jax.vmap(lambda state, key: generate(state, latents_for(state, key, num))))
@@ -143,20 +163,7 @@ def run(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   states = init_states(c, keys)
   data = training_points(c, keys)
 
-  # As in PacGAN, batch_size counts D's inputs: each D update sees batch_size packs of
-  # `pack` real samples (and as many fake), so a step draws batch_size x pack x n_critic points.
-  points_per_step = samples_per_step(c)
-
-  def train_chunk(state, points, key, minibatch_key):
-    def body(state, _):
-      idx = jax.random.randint(jax.random.fold_in(minibatch_key, state.step), (points_per_step,),
-                               0, c.num_train)
-      return train_step(state, {"image": points[idx]}, key)
-
-    state, metrics = jax.lax.scan(body, state, None, length=c.eval_every)
-    return state, jax.tree.map(jnp.mean, metrics)
-
-  train_fn = jax.jit(jax.vmap(train_chunk), donate_argnums=0)
+  train_fn = chunk_trainer(c)
   draw_fn = sampler(c, c.eval_samples)
   # A larger num_steps trains a finished run further, unless the learning rate decays over it.
   with ResumableRun(workdir, c, may_change=optimizers.may_change_on_resume(c),
