@@ -162,9 +162,9 @@ def main(argv=None) -> int:
   print("--- | --- | --- | --- | --- | --- | --- | ---")
   rows = []
   for variant in variants:
-    for flags in args.xla_flags.split("|"):
+    for flags in (f.strip() for f in args.xla_flags.split("|")):
       for n in seeds:
-        r = run_worker(variant, n, flags.strip(), args)
+        r = run_worker(variant, n, flags, args)
         rows.append(r)
         if "error" in r:
           print(f"{variant} | {n} | {flags or 'default'} | failed: {r['error']}", flush=True)
